@@ -1,0 +1,272 @@
+"""io_uring: ring setup, mapping, batched submission and reaping, registration and probing.
+
+Why this shape: the runtime prepares SQEs into a Python-owned batch (`SqeBatch`) as it goes
+and hands the whole batch to the kernel with one C call and one io_uring_enter per loop
+turn; completions come back the same way, many per call. The shared ring memory is touched
+only by the C helpers, with the acquire/release ordering io_uring(7) requires.
+"""
+
+from __future__ import annotations
+
+import errno
+from types import TracebackType
+from typing import Any, Self
+
+from keel.native._uring import ffi, lib
+from keel.native.checks import UINT8_MAX, UINT32_MAX, require_int
+from keel.native.errors import ClosedResourceError, check_result
+from keel.native.fd import OwnedFd
+
+CData = Any
+
+# IORING_MAX_ENTRIES is kernel-internal (io_uring/io_uring.h), not in the uapi header.
+MAX_SQ_ENTRIES = 32768
+DEFAULT_REAP_CAPACITY = 256
+NANOSECONDS_PER_SECOND = 1_000_000_000
+
+OPCODE_NAMES: dict[int, str] = {
+    getattr(lib, name): name.removeprefix("IORING_OP_").lower()
+    for name in dir(lib)
+    if name.startswith("IORING_OP_") and name != "IORING_OP_LAST"
+}
+
+
+class SqeBatch:
+    """SQEs prepared by Python and submitted together.
+
+    Fields are filled by one C call per SQE (`prep`); `sqe(i)` gives the raw struct for the
+    rarer fields (buf_index, personality, addr3, splice_fd_in).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = require_int("capacity", capacity, 1, MAX_SQ_ENTRIES)
+        self._sqes = ffi.new("struct io_uring_sqe[]", self.capacity)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def full(self) -> bool:
+        return self.count == self.capacity
+
+    def prep(
+        self,
+        opcode: int,
+        *,
+        fd: int = -1,
+        addr: int = 0,
+        length: int = 0,
+        offset: int = 0,
+        op_flags: int = 0,
+        user_data: int = 0,
+        sqe_flags: int = 0,
+    ) -> CData:
+        """Append one SQE and return it for any further field."""
+        if self.count == self.capacity:
+            raise OverflowError(f"SqeBatch is full ({self.capacity} SQEs); submit it first")
+        if not 0 <= opcode < lib.IORING_OP_LAST:
+            raise ValueError(f"opcode {opcode!r} is not an io_uring opcode this build knows")
+        sqe = self._sqes + self.count
+        lib.keel_sqe_prep(sqe, opcode, sqe_flags, fd, addr, length, offset, op_flags, user_data)
+        self.count += 1
+        return sqe
+
+    def sqe(self, index: int) -> CData:
+        if not 0 <= index < self.count:
+            raise IndexError(f"SQE {index} is not in this batch of {self.count}")
+        return self._sqes + index
+
+    def clear(self) -> None:
+        self.count = 0
+
+    @property
+    def pointer(self) -> CData:
+        return self._sqes
+
+
+class CqeBatch:
+    """A reusable array that completions are copied into."""
+
+    def __init__(self, capacity: int = DEFAULT_REAP_CAPACITY) -> None:
+        self.capacity = require_int("capacity", capacity, 1, UINT32_MAX)
+        self._cqes = ffi.new("struct io_uring_cqe[]", self.capacity)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[int, int, int]:
+        """(user_data, res, flags) of completion `index`."""
+        if not 0 <= index < self.count:
+            raise IndexError(f"completion {index} is not in this batch of {self.count}")
+        cqe = self._cqes[index]
+        return cqe.user_data, cqe.res, cqe.flags
+
+    @property
+    def pointer(self) -> CData:
+        return self._cqes
+
+
+class IoUring:
+    """One io_uring instance: its descriptor, its mapped rings, and the calls on them."""
+
+    def __init__(
+        self,
+        entries: int,
+        *,
+        flags: int = 0,
+        cq_entries: int | None = None,
+        sq_thread_idle_ms: int = 0,
+    ) -> None:
+        entries = require_int("entries", entries, 1, MAX_SQ_ENTRIES)
+        flags = require_int("flags", flags, 0, UINT32_MAX)
+        params: CData = ffi.new("struct io_uring_params *")
+        params.flags = flags
+        params.sq_thread_idle = require_int("sq_thread_idle_ms", sq_thread_idle_ms, 0, UINT32_MAX)
+        if cq_entries is not None:
+            params.flags |= lib.IORING_SETUP_CQSIZE
+            params.cq_entries = require_int("cq_entries", cq_entries, entries, UINT32_MAX)
+        fd = check_result(lib.keel_uring_setup(entries, params), "io_uring_setup",
+                          entries=entries, flags=hex(params.flags))
+        self._owned = OwnedFd(fd, "io_uring fd")
+        self._ring = ffi.new("struct keel_ring *")
+        result = lib.keel_ring_map(self._ring, fd, params)
+        if result < 0:
+            self._owned.close()
+            check_result(result, "mmap", what="io_uring rings", fd=fd)
+        self.params: CData = params
+        self._mapped = True
+
+    # Life cycle -------------------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._owned.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self._owned.closed
+
+    def close(self) -> None:
+        if self._mapped:
+            lib.keel_ring_unmap(self._ring)
+            self._mapped = False
+        self._owned.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _live_ring(self) -> CData:
+        if not self._mapped:
+            raise ClosedResourceError("io_uring is closed")
+        return self._ring
+
+    # Facts ------------------------------------------------------------------------------
+    @property
+    def sq_entries(self) -> int:
+        return int(self.params.sq_entries)
+
+    @property
+    def cq_entries(self) -> int:
+        return int(self.params.cq_entries)
+
+    @property
+    def features(self) -> int:
+        return int(self.params.features)
+
+    def sq_space(self) -> int:
+        return int(lib.keel_ring_sq_space(self._live_ring()))
+
+    def cq_ready(self) -> int:
+        return int(lib.keel_ring_cq_ready(self._live_ring()))
+
+    def cq_overflow(self) -> int:
+        return int(lib.keel_ring_cq_overflow(self._live_ring()))
+
+    # The hot path -----------------------------------------------------------------------
+    def submit(self, batch: SqeBatch, wait_for: int = 0, enter_flags: int = 0) -> int:
+        """Queue the batch and make one io_uring_enter; returns how many SQEs were consumed.
+
+        SQEs that did not fit (the ring was full) stay at the front of the batch.
+        """
+        ring = self._live_ring()
+        wait_for = require_int("wait_for", wait_for, 0, UINT32_MAX)
+        queued = min(batch.count, int(lib.keel_ring_sq_space(ring)))
+        result = lib.keel_ring_submit_batch(ring, batch.pointer, batch.count, wait_for,
+                                            enter_flags)
+        # Whatever fit is in the shared ring now, even if the enter failed: the kernel
+        # picks it up at the next enter, so it must leave the batch either way.
+        self._drop_front(batch, queued)
+        return check_result(result, "io_uring_enter", fd=self.fileno(), to_submit=queued,
+                            wait_for=wait_for)
+
+    @staticmethod
+    def _drop_front(batch: SqeBatch, taken: int) -> None:
+        left = batch.count - taken
+        if left and taken:
+            sqe_size = ffi.sizeof("struct io_uring_sqe")
+            ffi.memmove(batch.pointer, batch.pointer + taken, left * sqe_size)
+        batch.count = left
+
+    def wait(self, wait_for: int = 1, timeout: float | None = None) -> bool:
+        """Block until `wait_for` completions are ready; False if `timeout` seconds passed."""
+        ring = self._live_ring()
+        wait_for = require_int("wait_for", wait_for, 0, UINT32_MAX)
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
+        timeout_ns = -1 if timeout is None else int(timeout * NANOSECONDS_PER_SECOND)
+        result = lib.keel_ring_wait(ring, wait_for, timeout_ns)
+        if result == -errno.ETIME:
+            return False
+        check_result(result, "io_uring_enter", fd=self.fileno(), wait_for=wait_for,
+                     timeout=timeout)
+        return True
+
+    def reap(self, into: CqeBatch) -> int:
+        """Copy ready completions into `into` (up to its capacity); returns how many."""
+        into.count = int(lib.keel_ring_reap(self._live_ring(), into.pointer, into.capacity))
+        return into.count
+
+    # Registration -----------------------------------------------------------------------
+    def register(self, opcode: int, argument: CData, count: int) -> int:
+        """io_uring_register(2) with a raw argument; typed helpers below cover common uses."""
+        opcode = require_int("opcode", opcode, 0, UINT32_MAX)
+        count = require_int("count", count, 0, UINT32_MAX)
+        return check_result(
+            lib.keel_uring_register(self.fileno(), opcode, argument, count),
+            "io_uring_register", fd=self.fileno(), opcode=opcode, count=count,
+        )
+
+    def register_eventfd(self, eventfd: int) -> None:
+        value = ffi.new("int *", require_int("eventfd", eventfd, 0, UINT32_MAX >> 1))
+        self.register(lib.IORING_REGISTER_EVENTFD, value, 1)
+
+    def unregister_eventfd(self) -> None:
+        self.register(lib.IORING_UNREGISTER_EVENTFD, ffi.NULL, 0)
+
+    def probe(self) -> set[int]:
+        """The opcodes this kernel supports (IORING_REGISTER_PROBE)."""
+        capacity = UINT8_MAX + 1
+        raw = ffi.new("char[]", ffi.sizeof("struct io_uring_probe")
+                      + capacity * ffi.sizeof("struct io_uring_probe_op"))
+        probe: CData = ffi.cast("struct io_uring_probe *", raw)
+        self.register(lib.IORING_REGISTER_PROBE, probe, capacity)
+        return {
+            int(probe.ops[i].op)
+            for i in range(probe.ops_len)
+            if probe.ops[i].flags & lib.IO_URING_OP_SUPPORTED
+        }
+
+
+def probe_opcodes() -> dict[str, bool]:
+    """Which of the opcodes in this build's header the running kernel supports."""
+    with IoUring(1) as ring:
+        supported = ring.probe()
+    return {name: code in supported for code, name in sorted(OPCODE_NAMES.items())}

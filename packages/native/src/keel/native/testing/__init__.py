@@ -1,0 +1,1 @@
+"""Test support shared by every keel package (leak checks, skip reasons)."""
