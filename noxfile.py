@@ -98,7 +98,8 @@ def typecheck(session: nox.Session) -> None:
     _install_stack(session, ALL_PACKAGES)
     session.install("mypy>=1.11", "types-cffi")
     for name in ALL_PACKAGES:
-        session.run("mypy", cwd=f"packages/{name}")
+        with session.chdir(ROOT / "packages" / name):
+            session.run("mypy")
 
 
 @nox.session(python=PYTHON)
