@@ -10,7 +10,17 @@ import pytest
 
 from keel.native.netns import NetworkNamespace
 from keel.native.testing.skips import requires_tap
-from keel.native.tun import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, VIRTIO_NET_HDR_SIZE, Tap
+from keel.native.tun import (
+    IFF_NO_PI,
+    IFF_TAP,
+    IFF_VNET_HDR,
+    OFFLOAD_CSUM,
+    OFFLOAD_TSO4,
+    OFFLOAD_TSO6,
+    VIRTIO_NET_HDR_MRG_RXBUF_SIZE,
+    VIRTIO_NET_HDR_SIZE,
+    Tap,
+)
 
 pytestmark = [requires_tap, pytest.mark.tap]
 
@@ -64,6 +74,19 @@ def test_frames_cross_a_tap_in_a_test_namespace() -> None:
             packet.send(inbound)
             got = _receive_test_frame(tap, strip=VIRTIO_NET_HDR_SIZE)
             assert got[: len(inbound)] == inbound
+
+
+def test_vnet_header_size_and_offloads_are_accepted() -> None:
+    with NetworkNamespace() as namespace:
+        tap = namespace.run(lambda: Tap("keeltap2"))
+        with tap:
+            tap.set_vnet_header_size(VIRTIO_NET_HDR_MRG_RXBUF_SIZE)
+            assert tap.vnet_header_size() == VIRTIO_NET_HDR_MRG_RXBUF_SIZE
+            tap.set_offload(OFFLOAD_CSUM | OFFLOAD_TSO4 | OFFLOAD_TSO6)
+            with pytest.raises(OSError, match=r"TUNSETOFFLOAD\(device='keeltap2'"):
+                tap.set_offload(1 << 30)
+            with pytest.raises(ValueError, match="size must be in"):
+                tap.set_vnet_header_size(2)
 
 
 def test_tap_without_vnet_header() -> None:

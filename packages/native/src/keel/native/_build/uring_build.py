@@ -72,6 +72,11 @@ struct keel_ring {
     unsigned features;
     unsigned sq_entries;
     unsigned cq_entries;
+    struct io_uring_sqe *sqes;
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_flags, *sq_array;
+    unsigned *cq_head, *cq_tail, *cq_mask, *cq_overflow;
+    struct io_uring_cqe *cqes;
+    unsigned sqe_tail;
     ...;
 };
 
