@@ -7,5 +7,6 @@ setup(
         "src/keel/native/_build/kvm_build.py:ffibuilder",
         "src/keel/native/_build/uring_build.py:ffibuilder",
         "src/keel/native/_build/sys_build.py:ffibuilder",
+        "src/keel/native/_build/virtio_build.py:ffibuilder",
     ]
 )
