@@ -1,0 +1,1 @@
+"""Getting a guest to its first instruction: CPU modes, page tables, kernel loaders."""

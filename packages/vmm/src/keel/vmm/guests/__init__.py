@@ -1,0 +1,1 @@
+"""Test guests: their sources (sources/) and the tooling that builds them (build.py)."""

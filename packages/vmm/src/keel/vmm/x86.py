@@ -1,0 +1,68 @@
+"""Architectural x86 numbers (Intel SDM vol. 3) the VMM needs: control bits, MSRs, paging.
+
+Why here and named: these are CPU facts, not kernel ABI, so <linux/kvm.h> does not carry them.
+"""
+
+from __future__ import annotations
+
+# CR0
+CR0_PE = 1 << 0  # protection enable
+CR0_MP = 1 << 1
+CR0_ET = 1 << 4  # extension type: always 1 on anything newer than a 386
+CR0_NE = 1 << 5
+CR0_WP = 1 << 16
+CR0_PG = 1 << 31
+# CR4
+CR4_PAE = 1 << 5
+CR4_OSFXSR = 1 << 9
+CR4_OSXMMEXCPT = 1 << 10
+# EFER (MSR 0xC0000080)
+EFER_SCE = 1 << 0
+EFER_LME = 1 << 8
+EFER_LMA = 1 << 10
+# RFLAGS
+RFLAGS_RESERVED_ONE = 1 << 1
+RFLAGS_IOPL_SHIFT = 12
+# Page-table entry bits
+PTE_PRESENT = 1 << 0
+PTE_WRITABLE = 1 << 1
+PTE_USER = 1 << 2
+PTE_LARGE_PAGE = 1 << 7  # 2 MiB page in a page directory
+PAGE_TABLE_ENTRIES = 512
+PAGE_TABLE_ENTRY_SIZE = 8
+LARGE_PAGE_SIZE = 2 << 20
+GIB = 1 << 30
+# Segment descriptor types (the 4-bit type field)
+SEGMENT_TYPE_CODE_EXECUTE_READ_ACCESSED = 0xB
+SEGMENT_TYPE_DATA_READ_WRITE_ACCESSED = 0x3
+SEGMENT_TYPE_TSS_BUSY = 0xB
+SEGMENT_TYPE_LDT = 0x2
+TSS_LIMIT = 0x67  # a 64-bit TSS is 104 bytes
+REAL_MODE_SEGMENT_LIMIT = 0xFFFF
+FLAT_LIMIT_PAGES = 0xFFFFF  # 4 GiB with 4 KiB granularity
+REAL_MODE_SEGMENT_SHIFT = 4
+REAL_MODE_ADDRESS_LIMIT = 1 << 20
+# MSRs
+MSR_IA32_TSC = 0x10
+MSR_IA32_APICBASE = 0x1B
+MSR_IA32_SYSENTER_CS = 0x174
+MSR_IA32_SYSENTER_ESP = 0x175
+MSR_IA32_SYSENTER_EIP = 0x176
+MSR_IA32_MISC_ENABLE = 0x1A0
+MSR_IA32_MISC_ENABLE_FAST_STRING = 1 << 0
+MSR_EFER = 0xC0000080
+MSR_STAR = 0xC0000081
+MSR_LSTAR = 0xC0000082
+MSR_CSTAR = 0xC0000083
+MSR_SYSCALL_MASK = 0xC0000084
+MSR_KERNEL_GS_BASE = 0xC0000102
+# Local APIC register offsets and LVT delivery modes
+APIC_LVT_LINT0 = 0x350
+APIC_LVT_LINT1 = 0x360
+APIC_DELIVERY_MODE_SHIFT = 8
+APIC_DELIVERY_MODE_MASK = 0x7 << APIC_DELIVERY_MODE_SHIFT
+APIC_DELIVERY_MODE_NMI = 0x4
+APIC_DELIVERY_MODE_EXTINT = 0x7
+# x87 / SSE reset values (what a real CPU has after FNINIT / reset)
+FPU_CONTROL_WORD_DEFAULT = 0x37F
+MXCSR_DEFAULT = 0x1F80
