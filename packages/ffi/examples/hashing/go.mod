@@ -1,0 +1,3 @@
+module example.com/hashing
+
+go 1.22
