@@ -149,3 +149,24 @@ def test_guest_writes_to_memory_are_visible_through_guest_memory() -> None:
     vm, _ = run_code(store + REPORT_AND_EXIT, CpuMode.LONG)
     with vm:
         assert vm.memory.read(0x2000, 4) == b"keel"
+
+
+@pytest.fixture(scope="module")
+def supervisor_code_is_emulated() -> bool:
+    from keel.native.guest_speed import measure_supervisor_speed
+
+    return not measure_supervisor_speed().native
+
+
+def test_an_instruction_the_hypervisor_cannot_emulate_is_an_internal_error(
+        supervisor_code_is_emulated: bool) -> None:
+    if not supervisor_code_is_emulated:
+        pytest.skip("needs a hypervisor that emulates CPL 0 code (PVM) to provoke an emulation "
+                    "failure; this host runs supervisor code natively")
+    popcnt_rax_rax = bytes.fromhex("f3480fb8c0")
+    vm, _ = run_code(popcnt_rax_rax + REPORT_AND_EXIT, CpuMode.LONG)
+    with vm:
+        assert vm.exit is not None and vm.exit.reason == "crash"
+        error = vm.exit.error
+        assert isinstance(error, GuestCrashError) and error.reason == "internal-error"
+        assert "could not emulate" in str(error) and f"rip={LOAD:#x}" in str(error)

@@ -52,6 +52,12 @@ BOOT_MSRS = {
     x86.MSR_IA32_MISC_ENABLE: x86.MSR_IA32_MISC_ENABLE_FAST_STRING,
 }
 APIC_REGISTER_SIZE = 4
+INTERNAL_ERRORS = {
+    lib.KVM_INTERNAL_ERROR_EMULATION: "the hypervisor could not emulate an instruction",
+    lib.KVM_INTERNAL_ERROR_SIMUL_EX: "exception while delivering an exception",
+    lib.KVM_INTERNAL_ERROR_DELIVERY_EV: "event delivery failed",
+    lib.KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: "unexpected hardware exit",
+}
 
 
 @dataclass(frozen=True)
@@ -323,8 +329,9 @@ class Vm:
         elif reason == lib.KVM_EXIT_INTERNAL_ERROR:
             internal = vcpu.internal_error_exit()
             details = [hex(internal.data[i]) for i in range(min(internal.ndata, 16))]
-            self._crash(vcpu, "internal-error",
-                        f"KVM internal error, suberror {internal.suberror} data {details}")
+            what = INTERNAL_ERRORS.get(internal.suberror, "unknown suberror")
+            self._crash(vcpu, "internal-error", f"KVM internal error {internal.suberror} "
+                        f"({what}), data {details}")
         elif reason == lib.KVM_EXIT_HLT:
             self._finish(VmExit("shutdown"))
         else:
