@@ -1,0 +1,262 @@
+"""The asyncio backend (uvloop's loop is used when installed and asked for).
+
+Why a Protocol instead of asyncio streams: data arrives through `data_received` straight into
+a small buffer, so a keep-alive request costs one future and no epoll_ctl churn; reading pauses
+when the buffer passes the high-water mark and `send` waits on `pause_writing`, which is the
+backpressure in both directions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar, cast
+
+from keel.http.errors import ClientDisconnected
+from keel.http.server.backend import ConnectionHandler, Event, ReceiveTimeout, TaskGroup
+
+T = TypeVar("T")
+
+
+class AsyncioStream(asyncio.Protocol):
+    """A Stream over an asyncio transport."""
+
+    def __init__(self, on_connect: Callable[[AsyncioStream], None], high_water: int) -> None:
+        self._on_connect = on_connect
+        self._high_water = high_water
+        self._buffer: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._closed = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._receive_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] | None = None
+        self.tls = False
+
+    # -- asyncio.Protocol callbacks --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self.tls = transport.get_extra_info("sslcontext") is not None
+        raw = transport.get_extra_info("socket")
+        if raw is not None and raw.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered > self._high_water and not self._reading_paused:
+            self._reading_paused = True
+            if self._transport is not None:
+                self._transport.pause_reading()
+        waiter = self._receive_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_receiver()
+        return True  # keep our sending side open: a half-closed client still gets its answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._eof = True
+        self._wake_receiver()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_receiver(self) -> None:
+        waiter = self._receive_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- Stream --
+
+    async def receive(self, max_bytes: int, timeout: float | None) -> bytes:
+        if not self._buffer:
+            if self._eof:
+                return b""
+            loop = asyncio.get_running_loop()
+            waiter = self._receive_waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                self._receive_waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not self._buffer:
+                if self._eof:
+                    return b""
+                raise ReceiveTimeout(f"no bytes from {self.peer} within {timeout} s")
+        data = self._buffer.popleft()
+        if len(data) > max_bytes:
+            self._buffer.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        self._buffered -= len(data)
+        if self._reading_paused and self._buffered <= self._high_water // 2:
+            self._reading_paused = False
+            if self._transport is not None and not self._closed:
+                self._transport.resume_reading()
+        return data
+
+    async def send(self, data: bytes, timeout: float) -> None:
+        transport = self._transport
+        if self._closed or transport is None or transport.is_closing():
+            raise ClientDisconnected(f"{self.peer} closed the connection")
+        transport.write(data)
+        if self._writing_paused:
+            loop = asyncio.get_running_loop()
+            waiter = self._drain_waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                self._drain_waiter = None
+                timer.cancel()
+            if self._closed:
+                raise ClientDisconnected(f"{self.peer} closed the connection")
+            if self._writing_paused:
+                self.abort()
+                raise ClientDisconnected(f"{self.peer} read nothing for {timeout} s")
+
+    async def close(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    def abort(self) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
+        self._closed = True
+        self._eof = True
+        self._wake_receiver()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _AsyncioTaskGroup:
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        task = asyncio.ensure_future(function(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class AsyncioBackend:
+    """Runs the server on asyncio (uvloop when `use_uvloop` and installed)."""
+
+    name = "asyncio"
+
+    def __init__(self, use_uvloop: bool = True) -> None:
+        self.use_uvloop = use_uvloop
+
+    def run(self, main: Callable[[], Awaitable[T]]) -> T:
+        factory = None
+        if self.use_uvloop:
+            try:
+                import uvloop
+
+                factory = uvloop.new_event_loop
+            except ImportError:
+                factory = None
+
+        async def wrapper() -> T:
+            return await main()
+
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(wrapper())
+
+    @asynccontextmanager
+    async def task_group(self) -> AsyncIterator[TaskGroup]:
+        group = _AsyncioTaskGroup()
+        try:
+            yield group
+        except BaseException:
+            group.cancel()
+            raise
+        finally:
+            await group.wait()
+
+    def event(self) -> Event:
+        return asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def threadsafe_caller(self) -> Callable[[Callable[[], None]], None]:
+        loop = asyncio.get_running_loop()
+
+        def call(callback: Callable[[], None]) -> None:
+            loop.call_soon_threadsafe(callback)
+        return call
+
+    def timeout(self, seconds: float) -> asyncio.Timeout:
+        return asyncio.timeout(seconds)
+
+    @contextmanager
+    def signal_handler(self, signals: list[int], callback: Callable[[], None]) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for number in signals:
+            loop.add_signal_handler(number, callback)
+        try:
+            yield
+        finally:
+            for number in signals:
+                loop.remove_signal_handler(number)
+                signal.signal(number, signal.default_int_handler if number == signal.SIGINT
+                              else signal.SIG_DFL)
+
+    async def serve_socket(self, listening: socket.socket, ssl_context: ssl.SSLContext | None,
+                           group: TaskGroup, handler: ConnectionHandler, stop: Event,
+                           config_read_high_water: int) -> None:
+        loop = asyncio.get_running_loop()
+
+        def connected(stream: AsyncioStream) -> None:
+            group.spawn(handler, stream)
+
+        server = await loop.create_server(
+            lambda: AsyncioStream(connected, config_read_high_water),
+            sock=listening, ssl=ssl_context, backlog=socket.SOMAXCONN)
+        try:
+            await stop.wait()
+        finally:
+            server.close()

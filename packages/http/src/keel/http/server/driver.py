@@ -1,0 +1,289 @@
+"""The connection driver: runs the sans-IO core over any backend Stream.
+
+Why one driver: keel.runtime, asyncio and trio differ only in their Stream; request framing,
+limits, timeouts, 100-continue, pipelining, draining unread bodies and the keep-alive decision
+live here once. The driver is also the request's body source and its responder, so a request
+costs no extra objects for either.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from keel.http.config import ServerConfig
+from keel.http.errors import ClientDisconnected, ProtocolError, ResponseError
+from keel.http.protocol.core import (
+    CONNECTION_CLOSED,
+    END_OF_MESSAGE,
+    NEED_DATA,
+    HttpConnection,
+    RequestHead,
+)
+from keel.http.request import Request, split_target
+from keel.http.response import Responder, error_response
+from keel.http.server.backend import ReceiveTimeout, Stream
+
+logger = logging.getLogger("keel.http")
+access_logger = logging.getLogger("keel.http.access")
+
+REQUEST_TIMEOUT = 408
+INTERNAL_ERROR = 500
+
+ConnectionApp = Callable[[Request, Responder], Awaitable[None]]
+
+
+class ConnectionRegistry(Protocol):
+    """What a connection needs to know about the server it belongs to."""
+
+    draining: bool
+
+    def add(self, driver: ConnectionDriver) -> None: ...
+
+    def discard(self, driver: ConnectionDriver) -> None: ...
+
+
+class ConnectionDriver:
+    """Serves the requests of one connection, one after another (pipelining included)."""
+
+    __slots__ = ("_body_done", "_declared_length", "_pending_head", "_registry",
+                 "_response_ended", "_sent_bytes", "_status", "app", "config", "core", "idle",
+                 "scheme", "stream")
+
+    def __init__(self, stream: Stream, app: ConnectionApp, config: ServerConfig,
+                 registry: ConnectionRegistry | None = None) -> None:
+        self.stream = stream
+        self.app = app
+        self.config = config
+        self.core = HttpConnection(config.limits, config.server_header)
+        self._registry = registry
+        self.idle = True
+        self.scheme = "https" if stream.tls else "http"
+        self._body_done = True
+        self._pending_head = b""
+        self._response_ended = False
+        self._declared_length: int | None = None
+        self._sent_bytes = 0
+        self._status = 0
+
+    async def run(self) -> None:
+        """Serve until the peer leaves, an error closes the connection or the server drains."""
+        registry = self._registry
+        if registry is not None:
+            registry.add(self)
+        try:
+            while True:
+                head = await self._next_head()
+                if head is None:
+                    break
+                await self._serve(head)
+                if not self.core.keep_alive or (registry is not None and registry.draining):
+                    break
+        except ClientDisconnected:
+            pass
+        except Exception:
+            logger.exception("connection from %s failed", self.stream.peer)
+        finally:
+            if registry is not None:
+                registry.discard(self)
+            await self.stream.close()
+
+    async def _next_head(self) -> RequestHead | None:
+        core = self.core
+        limits = self.config.limits
+        timeouts = self.config.timeouts
+        deadline = 0.0
+        while True:
+            event = core.next_event()
+            if type(event) is RequestHead:
+                self.idle = False
+                return event
+            if event is NEED_DATA:
+                if core.message_started:
+                    now = time.monotonic()
+                    if not deadline:
+                        deadline = now + timeouts.header
+                    timeout = deadline - now
+                    self.idle = False
+                else:
+                    timeout = timeouts.idle
+                    self.idle = True
+                    if self._registry is not None and self._registry.draining:
+                        return None
+                try:
+                    data = await self.stream.receive(limits.read_size, timeout)
+                except ReceiveTimeout:
+                    if core.message_started:
+                        await self._send_error(REQUEST_TIMEOUT, "request headers took longer "
+                                               f"than {timeouts.header} s")
+                    return None
+                core.receive_data(data)
+            elif isinstance(event, ProtocolError):
+                await self._send_error(event.status, event.message)
+                return None
+            elif event is CONNECTION_CLOSED:
+                return None
+            # A body or end event without a head cannot happen; skip it defensively.
+
+    async def _send_error(self, status: int, message: str) -> None:
+        """Answer a request we could not parse, then the connection closes."""
+        logger.info("closing connection from %s: %d %s", self.stream.peer, status, message)
+        core = self.core
+        core.keep_alive = False
+        if core.current is None:
+            core.begin_request(RequestHead("GET", b"/", [], "1.1", False, None, False, False))
+        if core.response_started:
+            return
+        response = error_response(status, message)
+        try:
+            await self.stream.send(core.start_response(status, response.headers,
+                                                       body=response.body),
+                                   self.config.timeouts.send)
+        except ClientDisconnected:
+            pass
+
+    async def _serve(self, head: RequestHead) -> None:
+        core = self.core
+        core.begin_request(head)
+        self._pending_head = b""
+        self._response_ended = False
+        self._declared_length = None
+        self._sent_bytes = 0
+        self._status = 0
+        # Requests without a body come with their end already parsed: settle it now.
+        self._body_done = False
+        if core.peek_event() is END_OF_MESSAGE:
+            core.next_event()
+            self._body_done = True
+        path, raw_path, query = split_target(head.target)
+        request = Request(head.method, path, query, head.headers, raw_path=raw_path,
+                          http_version=head.http_version, client=self.stream.peer,
+                          scheme=self.scheme, body=self)
+        started = time.monotonic() if self.config.access_log else 0.0
+        try:
+            await self.app(request, self)
+        except ProtocolError as error:
+            core.keep_alive = False
+            if not core.response_started:
+                await self._send_error(error.status, error.message)
+        except ClientDisconnected:
+            core.keep_alive = False
+            raise
+        except Exception:
+            logger.exception("unhandled error while serving %s %s", head.method, raw_path)
+            core.keep_alive = False
+            if not core.response_started:
+                await self._send_error(INTERNAL_ERROR, "internal server error")
+        if not self._response_ended:
+            if core.response_started:
+                logger.error("%s %s: the response was started but never ended", head.method,
+                             raw_path)
+            else:
+                logger.error("%s %s: the application sent no response", head.method, raw_path)
+                await self._send_error(INTERNAL_ERROR, "the application sent no response")
+            core.keep_alive = False
+        if not self._body_done and core.keep_alive:
+            await self._drain_body()
+        core.finish_request(self._body_done)
+        if started:
+            access_logger.info('%s - "%s %s HTTP/%s" %d %d %.1fms',
+                               self.stream.peer[0] if self.stream.peer else "-", head.method,
+                               raw_path, head.http_version, self._status, self._sent_bytes,
+                               (time.monotonic() - started) * 1000)
+
+    async def _drain_body(self) -> None:
+        """Read and discard an unread body (bounded) so the connection can carry more."""
+        budget = self.config.limits.max_drain_bytes
+        try:
+            while not self._body_done:
+                chunk = await self._read_body(send_continue=False)
+                if chunk is None:
+                    return
+                budget -= len(chunk)
+                if budget < 0:
+                    return
+        except (ProtocolError, ClientDisconnected):
+            return
+
+    # ---- BodySource ----------------------------------------------------------------------
+
+    async def read_chunk(self) -> bytes | None:
+        return await self._read_body(send_continue=True)
+
+    async def _read_body(self, send_continue: bool) -> bytes | None:
+        if self._body_done:
+            return None
+        core = self.core
+        if send_continue and core.current is not None and core.current.expect_continue:
+            interim = core.continue_bytes()
+            if interim:
+                await self.stream.send(interim, self.config.timeouts.send)
+        while True:
+            event = core.next_event()
+            if type(event) is bytes:
+                return event
+            if event is END_OF_MESSAGE:
+                self._body_done = True
+                return None
+            if event is NEED_DATA:
+                try:
+                    data = await self.stream.receive(self.config.limits.read_size,
+                                                     self.config.timeouts.body)
+                except ReceiveTimeout:
+                    raise ProtocolError(REQUEST_TIMEOUT, "no request body bytes within "
+                                        f"{self.config.timeouts.body} s") from None
+                core.receive_data(data)
+            elif isinstance(event, ProtocolError):
+                raise event
+            elif event is CONNECTION_CLOSED:
+                raise ClientDisconnected("the client closed the connection mid-body")
+
+    # ---- Responder -----------------------------------------------------------------------
+
+    async def send_whole(self, status: int, headers: Sequence[tuple[str, str]],
+                         body: bytes) -> None:
+        data = self.core.start_response(status, headers, body=body)
+        self._status = status
+        self._sent_bytes = len(body)
+        self._response_ended = True
+        await self.stream.send(data, self.config.timeouts.send)
+
+    async def start(self, status: int, headers: Sequence[tuple[str, str]],
+                    content_length: int | None) -> None:
+        self._pending_head = self.core.start_response(status, headers, content_length)
+        self._status = status
+        self._declared_length = content_length
+
+    async def write(self, data: bytes) -> None:
+        if self._response_ended or not self.core.response_started:
+            raise ResponseError("write() needs a started, unfinished response")
+        if not data:
+            return
+        self._sent_bytes += len(data)
+        if self._declared_length is not None and self._sent_bytes > self._declared_length:
+            self.core.keep_alive = False
+            raise ResponseError(f"the body is longer than its Content-Length "
+                                f"{self._declared_length}")
+        framed = self.core.body_bytes(data)
+        if self._pending_head:
+            framed = self._pending_head + framed
+            self._pending_head = b""
+        if framed:
+            await self.stream.send(framed, self.config.timeouts.send)
+
+    async def end(self) -> None:
+        if self._response_ended:
+            return
+        if self._declared_length is not None and self._sent_bytes != self._declared_length \
+                and self.core.response_has_body:
+            self.core.keep_alive = False
+            self._response_ended = True
+            raise ResponseError(f"the body had {self._sent_bytes} bytes, its Content-Length "
+                                f"said {self._declared_length}")
+        data = self._pending_head + self.core.end_response()
+        self._pending_head = b""
+        self._response_ended = True
+        if data:
+            await self.stream.send(data, self.config.timeouts.send)
