@@ -1,0 +1,124 @@
+"""The driver interface: what the scheduler and the I/O objects need from the kernel side.
+
+Why an abstract class rather than two ad-hoc objects: the test suite runs once per driver,
+and the I/O layer (net, fs, pipes) is written once against these coroutines. Every operation
+returns its result or raises an OSError naming the call; none returns -errno.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import socket
+from typing import TYPE_CHECKING, Any
+
+from keel.native.errors import syscall_error
+
+if TYPE_CHECKING:
+    from keel.runtime.scheduler import Runtime
+
+Buffer = Any  # anything cffi.from_buffer / socket.recv_into accept (checked by callers)
+
+
+class Driver(abc.ABC):
+    """One thread's I/O engine. Not thread-safe except `wake()`."""
+
+    name: str = "abstract"
+    # Whether sockets handed to this driver must be in O_NONBLOCK mode.
+    nonblocking_fds: bool = True
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self.counters: dict[str, int] = {}
+
+    def attach(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    # The loop turn ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def poll(self, timeout: float | None) -> None:
+        """Submit what tasks prepared, wait up to `timeout` (None: forever), resume waiters."""
+
+    @abc.abstractmethod
+    def wake(self) -> None:
+        """Make a blocked `poll` return soon (the one call safe from other threads)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Cancel anything still in flight, wait for the kernel to let go, release fds."""
+
+    @abc.abstractmethod
+    def in_flight(self) -> int:
+        """Operations the kernel still holds (the runtime's leak check)."""
+
+    # Readiness ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def wait_readable(self, fd: int) -> None: ...
+
+    @abc.abstractmethod
+    async def wait_writable(self, fd: int) -> None: ...
+
+    @abc.abstractmethod
+    def forget_fd(self, fd: int, busy: bool = True) -> None:
+        """The fd is about to be closed: end every wait and operation on it."""
+
+    # Sockets ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def recv_into(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int: ...
+
+    @abc.abstractmethod
+    async def send(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int: ...
+
+    @abc.abstractmethod
+    async def accept(self, sock: socket.socket) -> int:
+        """A new connected fd from the listening socket."""
+
+    async def connect(self, sock: socket.socket, address: Any) -> None:
+        """Non-blocking connect, then wait until writable (same for both drivers)."""
+        sock.setblocking(False)
+        try:
+            error = sock.connect_ex(address)
+            if error == 0:
+                return
+            if error not in (errno.EINPROGRESS, errno.EAGAIN):
+                raise syscall_error(error, "connect", address=address)
+            await self.wait_writable(sock.fileno())
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise syscall_error(error, "connect", address=address)
+        finally:
+            sock.setblocking(not self.nonblocking_fds)
+
+    async def recvfrom_into(self, sock: socket.socket, buffer: Buffer,
+                            flags: int = 0) -> tuple[int, Any]:
+        """Datagrams go through readiness on both drivers (no sockaddr juggling in Python)."""
+        while True:
+            try:
+                return sock.recvfrom_into(buffer, 0, flags | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                await self.wait_readable(sock.fileno())
+
+    async def sendto(self, sock: socket.socket, buffer: Buffer, address: Any,
+                     flags: int = 0) -> int:
+        while True:
+            try:
+                return sock.sendto(buffer, flags | socket.MSG_DONTWAIT, address)
+            except BlockingIOError:
+                await self.wait_writable(sock.fileno())
+
+    # Files and pipes ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def read_at(self, fd: int, buffer: Buffer, offset: int) -> int:
+        """pread; offset -1 means the current position (pipes)."""
+
+    @abc.abstractmethod
+    async def write_at(self, fd: int, buffer: Buffer, offset: int) -> int: ...
+
+    @abc.abstractmethod
+    async def fsync(self, fd: int) -> None: ...
+
+    @abc.abstractmethod
+    async def open(self, path: str, flags: int, mode: int) -> int: ...
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1

@@ -1,0 +1,421 @@
+"""The io_uring driver: completion-based operations, one io_uring_enter per loop turn.
+
+Why this shape: tasks prepare SQEs into one SqeBatch while they run; the loop turn hands the
+whole batch to the kernel and waits in the same io_uring_enter, then reaps every completion
+in one C call. An operation's buffer is referenced by its `_Op` until the CQE arrives, so a
+cancelled read never writes into memory its caller already got back: cancelling submits
+IORING_OP_ASYNC_CANCEL and the task resumes only on the original operation's CQE.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+from collections import deque
+from collections.abc import Generator
+from typing import Any
+
+from keel.native._uring import ffi, lib
+from keel.native.errors import syscall_error
+from keel.native.eventfd import EventFd
+from keel.native.io_uring import CqeBatch, IoUring, SqeBatch
+from keel.runtime.drivers.base import Buffer, Driver
+from keel.runtime.errors import BusyResourceError, Cancelled, ClosedResourceError
+
+DEFAULT_ENTRIES = 256
+CQ_FACTOR = 4
+# user_data below FIRST_OPERATION is the driver's own: wake-ups, timeouts, cancels.
+WAKE_USER_DATA = 1
+TIMEOUT_USER_DATA = 2
+CANCEL_USER_DATA = 3
+FIRST_OPERATION = 16
+NANOSECONDS = 1_000_000_000
+CLOSE_DRAIN_SECONDS = 2.0
+POLL_IN = select.POLLIN  # io_uring's poll32_events take <poll.h> bits
+POLL_OUT = select.POLLOUT
+UNSIGNED_OFFSET_CURRENT = (1 << 64) - 1  # offset -1: "the file position" for read/write
+MORE = lib.IORING_CQE_F_MORE
+ECANCELED = errno.ECANCELED
+
+
+def address_of(buffer: Buffer) -> int:
+    return int(ffi.cast("uintptr_t", ffi.from_buffer(buffer)))
+
+
+class _Op:
+    """One in-flight SQE: the task waiting for it and the objects the kernel may touch."""
+
+    __slots__ = ("cancelling", "driver", "keep", "task", "user_data")
+
+    def __init__(self, driver: UringDriver, user_data: int, keep: Any) -> None:
+        self.driver = driver
+        self.user_data = user_data
+        self.keep = keep
+        self.task: Any = None
+        self.cancelling = False
+
+    def __await__(self) -> Generator[Any, Any, int]:
+        return (yield self)  # type: ignore[no-any-return]
+
+    def abort(self) -> bool:
+        self.cancelling = True
+        self.driver._prep_cancel(self.user_data)
+        return False
+
+    def complete(self, result: int, flags: int) -> None:
+        task = self.task
+        if task is None:
+            return  # the task never parked on it (cannot happen) or is gone
+        self.keep = None
+        runtime = task.runtime
+        if result == -ECANCELED and self.cancelling:
+            runtime.resume_error(task, Cancelled())
+        else:
+            runtime.resume(task, result)
+
+
+class _AcceptStream:
+    """A multishot accept on one listener: new fds queue up until accept() takes them."""
+
+    __slots__ = ("armed", "closed", "driver", "error", "fd", "queue", "user_data", "waiter")
+
+    def __init__(self, driver: UringDriver, fd: int) -> None:
+        self.driver = driver
+        self.fd = fd
+        self.queue: deque[int] = deque()
+        self.error: int = 0
+        self.waiter: Any = None
+        self.armed = False
+        self.closed = False
+        self.user_data = 0
+
+    def arm(self) -> None:
+        driver = self.driver
+        self.user_data = driver._prep(lib.IORING_OP_ACCEPT, self.fd, 0, 0, 0, socket.SOCK_CLOEXEC,
+                                      self)
+        driver._batch.sqe(driver._batch.count - 1).ioprio = lib.IORING_ACCEPT_MULTISHOT
+        self.armed = True
+
+    def complete(self, result: int, flags: int) -> None:
+        if not flags & MORE:
+            self.armed = False
+        if result >= 0:
+            if self.closed:
+                os.close(result)
+                return
+            self.queue.append(result)
+        elif result != -ECANCELED:
+            self.error = result
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.task.runtime.resume(waiter.task, None)
+
+    def close(self) -> None:
+        self.closed = True
+        while self.queue:
+            os.close(self.queue.popleft())
+        if self.armed:
+            self.driver._prep_cancel(self.user_data)
+
+
+class _AcceptWait:
+    __slots__ = ("stream", "task")
+
+    def __init__(self, stream: _AcceptStream) -> None:
+        self.stream = stream
+        self.task: Any = None
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return (yield self)  # type: ignore[no-any-return]
+
+    def abort(self) -> bool:
+        self.stream.waiter = None
+        return True
+
+
+class UringDriver(Driver):
+    name = "io_uring"
+    nonblocking_fds = False
+
+    def __init__(self, entries: int = DEFAULT_ENTRIES) -> None:
+        super().__init__()
+        self._ring = IoUring(entries, cq_entries=entries * CQ_FACTOR)
+        try:
+            self._batch = SqeBatch(self._ring.sq_entries)
+            self._cqes = CqeBatch(self._ring.cq_entries)
+            self._ops: dict[int, Any] = {}
+            self._next_user_data = FIRST_OPERATION
+            self._timeout: Any = ffi.new("struct __kernel_timespec *")
+            self._timeout_address = int(ffi.cast("uintptr_t", self._timeout))
+            self._accepts: dict[int, _AcceptStream] = {}
+            self._wake = EventFd(nonblocking=True)
+            self._wake_armed = False
+            self._arm_wake()
+        except BaseException:
+            self._ring.close()
+            raise
+
+    # SQE preparation ----------------------------------------------------------------------
+    def _prep(self, opcode: int, fd: int, address: int, length: int, offset: int,
+              op_flags: int, operation: Any) -> int:
+        user_data = self._next_user_data
+        self._next_user_data = user_data + 1
+        batch = self._batch
+        if batch.count == batch.capacity:
+            self._flush()
+        batch.prep(opcode, fd=fd, addr=address, length=length, offset=offset,
+                   op_flags=op_flags, user_data=user_data)
+        self._ops[user_data] = operation
+        return user_data
+
+    def _start(self, opcode: int, fd: int, address: int, length: int, offset: int,
+               op_flags: int, keep: Any) -> _Op:
+        user_data = self._next_user_data
+        self._next_user_data = user_data + 1
+        batch = self._batch
+        if batch.count == batch.capacity:
+            self._flush()
+        batch.prep(opcode, fd=fd, addr=address, length=length, offset=offset,
+                   op_flags=op_flags, user_data=user_data)
+        op = _Op(self, user_data, keep)
+        self._ops[user_data] = op
+        return op
+
+    def _prep_cancel(self, user_data: int) -> None:
+        batch = self._batch
+        if batch.count == batch.capacity:
+            self._flush()
+        batch.prep(lib.IORING_OP_ASYNC_CANCEL, addr=user_data, user_data=CANCEL_USER_DATA)
+
+    def _flush(self) -> None:
+        """Submit without waiting (the batch is full, or a close must reach the kernel now)."""
+        while self._batch.count:
+            try:
+                self._ring.submit(self._batch, 0)
+            except InterruptedError:
+                continue
+
+    def _arm_wake(self) -> None:
+        batch = self._batch
+        if batch.count == batch.capacity:
+            self._flush()
+        batch.prep(lib.IORING_OP_POLL_ADD, fd=self._wake.fileno(), op_flags=POLL_IN,
+                   length=lib.IORING_POLL_ADD_MULTI, user_data=WAKE_USER_DATA)
+        self._wake_armed = True
+
+    # The loop turn ------------------------------------------------------------------------
+    def poll(self, timeout: float | None) -> None:
+        batch = self._batch
+        if timeout is None:
+            wait_for = 1
+        elif timeout <= 0:
+            wait_for = 0
+        else:
+            seconds = int(timeout)
+            self._timeout.tv_sec = seconds
+            self._timeout.tv_nsec = int((timeout - seconds) * NANOSECONDS)
+            if batch.count == batch.capacity:
+                self._flush()
+            # Completes after `timeout`, or as soon as one other completion arrives.
+            batch.prep(lib.IORING_OP_TIMEOUT, addr=self._timeout_address, length=1, offset=1,
+                       user_data=TIMEOUT_USER_DATA)
+            wait_for = 1
+        if wait_for and self._ring.cq_ready():
+            wait_for = 0
+        try:
+            self._ring.submit(batch, wait_for)
+        except InterruptedError:
+            pass
+        except OSError as error:
+            if error.errno not in (errno.EBUSY, errno.EAGAIN):
+                raise
+        if batch.count:
+            self._flush()
+        self._reap()
+
+    def _reap(self) -> None:
+        ring = self._ring
+        cqes = self._cqes
+        pointer = cqes.pointer
+        ops = self._ops
+        while True:
+            count = ring.reap(cqes)
+            for index in range(count):
+                cqe = pointer[index]
+                user_data = cqe.user_data
+                if user_data < FIRST_OPERATION:
+                    if user_data == WAKE_USER_DATA:
+                        self._drain_wake(cqe.flags)
+                    continue
+                flags = cqe.flags
+                # Multishot operations stay registered while the kernel says "more".
+                operation = ops.get(user_data) if flags & MORE else ops.pop(user_data, None)
+                if operation is not None:
+                    operation.complete(cqe.res, flags)
+            if count < cqes.capacity:
+                return
+
+    def _drain_wake(self, flags: int) -> None:
+        try:
+            self._wake.read()
+        except BlockingIOError:
+            pass
+        if not flags & MORE:
+            self._wake_armed = False
+            if not self._wake.closed:
+                self._arm_wake()
+
+    def wake(self) -> None:
+        try:
+            self._wake.write(1)
+        except (BlockingIOError, ValueError, OSError):
+            pass  # already signalled, or closing
+
+    def in_flight(self) -> int:
+        return len(self._ops)
+
+    def close(self) -> None:
+        if self._ring.closed:
+            return
+        for stream in list(self._accepts.values()):
+            stream.close()
+        self._accepts.clear()
+        for user_data in list(self._ops):
+            self._prep_cancel(user_data)
+        self._batch.prep(lib.IORING_OP_ASYNC_CANCEL, addr=WAKE_USER_DATA,
+                         user_data=CANCEL_USER_DATA)
+        self._flush()
+        # Wait (bounded) until the kernel has let go of every buffer before unmapping.
+        turns = 0
+        while self._ops and turns < CLOSE_DRAIN_SECONDS * 100:
+            self._ring.wait(1, 0.01)
+            self._reap_quietly()
+            turns += 1
+        self._ring.close()
+        self._wake.close()
+
+    def _reap_quietly(self) -> None:
+        ring, cqes, ops = self._ring, self._cqes, self._ops
+        count = ring.reap(cqes)
+        for index in range(count):
+            cqe = cqes.pointer[index]
+            if not cqe.flags & MORE:
+                operation = ops.pop(cqe.user_data, None)
+                if isinstance(operation, _AcceptStream) and cqe.res >= 0:
+                    os.close(cqe.res)
+            elif isinstance(ops.get(cqe.user_data), _AcceptStream) and cqe.res >= 0:
+                os.close(cqe.res)
+
+    # Operations ---------------------------------------------------------------------------
+    async def _poll_once(self, fd: int, mask: int) -> int:
+        op = self._start(lib.IORING_OP_POLL_ADD, fd, 0, 0, 0, mask, None)
+        result: int = await op
+        if result < 0:
+            raise _error(result, "poll", fd)
+        return result
+
+    async def wait_readable(self, fd: int) -> None:
+        await self._poll_once(fd, POLL_IN)
+
+    async def wait_writable(self, fd: int) -> None:
+        await self._poll_once(fd, POLL_OUT)
+
+    def forget_fd(self, fd: int, busy: bool = True) -> None:
+        stream = self._accepts.pop(fd, None)
+        if stream is not None:
+            stream.close()
+            waiter = stream.waiter
+            if waiter is not None:
+                stream.waiter = None
+                waiter.task.runtime.resume_error(
+                    waiter.task, ClosedResourceError(f"listener fd {fd} was closed"))
+        if not busy:
+            return
+        # Cancel whatever else is in flight on this fd before the number can be reused.
+        batch = self._batch
+        if batch.count == batch.capacity:
+            self._flush()
+        batch.prep(lib.IORING_OP_ASYNC_CANCEL, fd=fd,
+                   op_flags=lib.IORING_ASYNC_CANCEL_FD | lib.IORING_ASYNC_CANCEL_ALL,
+                   user_data=CANCEL_USER_DATA)
+        self._flush()
+
+    async def recv_into(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int:
+        fd = sock.fileno()
+        op = self._start(lib.IORING_OP_RECV, fd, address_of(buffer), len(buffer), 0, flags,
+                         buffer)
+        result: int = await op
+        if result < 0:
+            raise _error(result, "recv", fd)
+        return result
+
+    async def send(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int:
+        fd = sock.fileno()
+        op = self._start(lib.IORING_OP_SEND, fd, address_of(buffer), len(buffer), 0, flags,
+                         buffer)
+        result: int = await op
+        if result < 0:
+            raise _error(result, "send", fd)
+        return result
+
+    async def accept(self, sock: socket.socket) -> int:
+        fd = sock.fileno()
+        stream = self._accepts.get(fd)
+        if stream is None:
+            stream = self._accepts[fd] = _AcceptStream(self, fd)
+        while True:
+            if stream.queue:
+                return stream.queue.popleft()
+            if stream.error:
+                result, stream.error = stream.error, 0
+                raise _error(result, "accept", fd)
+            if not stream.armed:
+                stream.arm()
+            if stream.waiter is not None:
+                raise BusyResourceError(f"another task is already accepting on fd {fd}")
+            wait = _AcceptWait(stream)
+            stream.waiter = wait
+            await wait
+
+    async def read_at(self, fd: int, buffer: Buffer, offset: int) -> int:
+        position = UNSIGNED_OFFSET_CURRENT if offset < 0 else offset
+        op = self._start(lib.IORING_OP_READ, fd, address_of(buffer), len(buffer), position, 0,
+                         buffer)
+        result: int = await op
+        if result < 0:
+            raise _error(result, "read", fd)
+        return result
+
+    async def write_at(self, fd: int, buffer: Buffer, offset: int) -> int:
+        position = UNSIGNED_OFFSET_CURRENT if offset < 0 else offset
+        op = self._start(lib.IORING_OP_WRITE, fd, address_of(buffer), len(buffer), position, 0,
+                         buffer)
+        result: int = await op
+        if result < 0:
+            raise _error(result, "write", fd)
+        return result
+
+    async def fsync(self, fd: int) -> None:
+        op = self._start(lib.IORING_OP_FSYNC, fd, 0, 0, 0, 0, None)
+        result: int = await op
+        if result < 0:
+            raise _error(result, "fsync", fd)
+
+    async def open(self, path: str, flags: int, mode: int) -> int:
+        encoded = ffi.new("char[]", os.fsencode(path))
+        op = self._start(lib.IORING_OP_OPENAT, AT_FDCWD, int(ffi.cast("uintptr_t", encoded)),
+                         mode, 0, flags | os.O_CLOEXEC, encoded)
+        result: int = await op
+        if result < 0:
+            raise syscall_error(-result, "openat", path=path, flags=hex(flags))
+        return result
+
+
+AT_FDCWD = -100  # <fcntl.h>; Python's os module does not export it
+
+
+def _error(result: int, call: str, fd: int) -> OSError:
+    return syscall_error(-result, call, fd=fd)
