@@ -35,8 +35,9 @@ BUFFERS = 0x4000
 BUFFER_AREA = MEMORY_SIZE - BUFFERS
 EXAMPLES = 300
 
-FLAG_CHOICES = [0, 0, DESC_F_NEXT, DESC_F_NEXT, DESC_F_WRITE, DESC_F_NEXT, DESC_F_WRITE, DESC_F_WRITE | DESC_F_NEXT, DESC_F_INDIRECT,
-                DESC_F_INDIRECT | DESC_F_NEXT, DESC_F_INDIRECT | DESC_F_WRITE, 0xFFFF]
+FLAG_CHOICES = [0, 0, DESC_F_NEXT, DESC_F_NEXT, DESC_F_WRITE, DESC_F_WRITE | DESC_F_NEXT,
+                DESC_F_INDIRECT, DESC_F_INDIRECT | DESC_F_NEXT, DESC_F_INDIRECT | DESC_F_WRITE,
+                0xFFFF]
 # Mostly plausible values (so chains get walked deep), some wild ones (so checks fire).
 addresses = st.one_of(st.sampled_from([BUFFERS, BUFFERS + DESCRIPTOR_SIZE, QUEUE_BASE]),
                       st.integers(BUFFERS, MEMORY_SIZE - 256),
@@ -92,6 +93,7 @@ def test_random_rings_are_walked_or_refused(ring: HostileRing) -> None:
             driver.write_descriptor(index, address, length, flags, next_index)
         for index, (address, length, flags, next_index) in enumerate(ring.indirect):
             driver.write_descriptor(index, address, length, flags, next_index, table=BUFFERS)
+        driver.avail_index = ring.start
         for head in ring.heads:
             driver.publish_head(head, kick_index=False)
         driver.set_avail_index(ring.avail_index)
@@ -101,7 +103,6 @@ def test_random_rings_are_walked_or_refused(ring: HostileRing) -> None:
         queue.used_ring_address = driver.used_ring_address
         queue.activate(ring.features)
         queue.last_avail_index = ring.start
-        driver.avail_index = ring.start
         chains = 0
         try:
             while (chain := queue.pop()) is not None:

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 from keel.vmm.errors import GuestMemoryError
+from keel.vmm.virtio.chain import DescriptorChain
 from keel.vmm.virtio.constants import F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1
 from keel.vmm.virtio.errors import VirtqueueError
 from keel.vmm.virtio.memory import GuestMemoryAccess
@@ -25,6 +26,8 @@ logger = logging.getLogger("keel.vmm")
 # Features every keel device offers: modern virtio only, plus the two ring features the
 # virtqueue implements.
 COMMON_FEATURES = F_VERSION_1 | F_RING_EVENT_IDX | F_RING_INDIRECT_DESC
+# Chains handled per notification before the device yields its thread (see drain()).
+DRAIN_CHAIN_LIMIT = 4096
 
 
 def _ignore() -> None:
@@ -46,6 +49,8 @@ class VirtioDevice(ABC):
         self.active = False
         self.broken = False
         self.config_generation = 0
+        # Queues left with work when drain() hit its limit; the event loop notifies them again.
+        self.backlog: set[int] = set()
         # Wired by the transport: raise the used-buffer or config-change interrupt.
         self.interrupt_used: Callable[[], None] = _ignore
         self.interrupt_config: Callable[[], None] = _ignore
@@ -113,6 +118,7 @@ class VirtioDevice(ABC):
                 logger.debug("%s: notify for queue %d of %d ignored", self.label, queue_index,
                              len(self.queues))
                 return
+            self.backlog.discard(queue_index)
             self._guarded(lambda: self.process_queue(queue_index))
 
     def reset(self) -> None:
@@ -120,6 +126,7 @@ class VirtioDevice(ABC):
             self.active = False
             self.broken = False
             self.driver_features = 0
+            self.backlog.clear()
             for queue in self.queues:
                 queue.reset()
             self.on_reset()
@@ -145,6 +152,29 @@ class VirtioDevice(ABC):
         with self.lock:
             if self.active and not self.broken:
                 self._guarded(action)
+
+    def drain(self, queue: Virtqueue, handle: Callable[[DescriptorChain], int]) -> bool:
+        """Handle chains until the ring is empty with kicks re-enabled; interrupt if wanted.
+
+        `handle` returns how many bytes it wrote into the chain. At most DRAIN_CHAIN_LIMIT
+        chains are handled per call (a guest refilling as fast as we drain cannot hold the
+        device thread forever); True means the limit was hit and the caller should call again.
+        """
+        handled = 0
+        more = False
+        while True:
+            while handled < DRAIN_CHAIN_LIMIT and (chain := queue.pop()) is not None:
+                queue.push(chain.head, handle(chain))
+                handled += 1
+            if handled >= DRAIN_CHAIN_LIMIT:
+                more = queue.pending() != 0
+                if more:
+                    self.backlog.add(queue.index)
+                break
+            if not queue.enable_notifications():
+                break
+        self.signal_used(queue)
+        return more
 
     def signal_used(self, queue: Virtqueue) -> None:
         """Raise the used-buffer interrupt if the driver wants one for what was pushed."""
