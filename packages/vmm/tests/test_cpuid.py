@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from keel.native.kvm import CpuidEntry, Kvm
@@ -66,3 +68,48 @@ def test_applied_to_this_hosts_cpuid_kvm_accepts_it() -> None:
     assert set(FEATURES) >= EMULATION_SAFE_HIDDEN
     with Vm(1 << 20, cpu_template="emulation-safe") as vm:  # KVM_SET_CPUID2 takes it
         assert len(vm.vcpus) == 1
+
+
+@pytest.fixture(scope="module")
+def supervisor_code_is_native() -> bool:
+    from keel.native.guest_speed import measure_supervisor_speed
+
+    return measure_supervisor_speed().native
+
+
+@requires_kvm
+@pytest.mark.kvm
+@pytest.mark.parametrize("template_name", ["emulation-safe", "host"])
+def test_the_guest_sees_the_template_through_cpuid(guests: dict[str, Path], template_name: str,
+                                                   supervisor_code_is_native: bool) -> None:
+    from keel.vmm.cpuid import guest_visible_cpuid
+
+    with Kvm() as kvm:
+        supported = kvm.supported_cpuid()
+    configured = {(e.function, e.index): e for e in apply_template(
+        supported, template_named(template_name), vcpu_id=0, vcpu_count=1)}
+    seen = guest_visible_cpuid(guests["cpuid"], template_name)
+    assert [(e.function, e.index) for e in seen] == [(0x1, 0), (0x7, 0), (0xB, 0),
+                                                      (0x40000001, 0), (0x80000008, 0)]
+    for entry in seen:
+        expected = configured.get((entry.function, entry.index))
+        if expected is None:
+            continue
+        if entry.function in (0x1, 0x7) and not supervisor_code_is_native:
+            # PVM ORs its own feature bits into leaves 1 and 7 (measured: hidden bits stay
+            # visible); everything the VMM set must still be there, and the APIC id is ours.
+            for register in ("ecx", "edx") if entry.function == 0x1 else ("ebx", "ecx", "edx"):
+                ours = getattr(expected, register)
+                assert getattr(entry, register) & ours == ours, (hex(entry.function), register)
+            if entry.function == 0x1:
+                assert entry.ebx == expected.ebx
+            continue
+        assert (entry.eax, entry.ebx, entry.ecx, entry.edx) == (
+            expected.eax, expected.ebx, expected.ecx, expected.edx), hex(entry.function)
+    if template_name == "emulation-safe":
+        assert has_feature(seen, "xsaveerptr")
+        for name in ("kvm_pv_unhalt", "kvm_pv_send_ipi", "kvm_pv_sched_yield"):
+            assert not has_feature(seen, name), name
+        if supervisor_code_is_native:
+            for name in EMULATION_SAFE_HIDDEN:
+                assert not has_feature(seen, name), name

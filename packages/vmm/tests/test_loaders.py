@@ -150,7 +150,7 @@ def test_unrecognised_images_and_bad_flat_placements_are_refused() -> None:
             load_kernel(memory, b"\x90", command_line="x", kernel_format=KernelFormat.FLAT)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_images_load_or_fail_with_a_vmm_error(guests: dict[str, Path],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from keel.native.kvm import CpuidEntry
 from keel.vmm.errors import CpuTemplateError
@@ -24,6 +25,10 @@ APIC_ID_MASK = 0xFF << APIC_ID_SHIFT
 LOGICAL_COUNT_SHIFT = 16
 LOGICAL_COUNT_MASK = 0xFF << LOGICAL_COUNT_SHIFT
 HTT_BIT = 28  # leaf 1 EDX: "logical processor count is valid"
+CPUID_GUEST_MEMORY = 16 << 20
+CPUID_GUEST_ADDRESS = 0x100000
+CPUID_GUEST_TIMEOUT_SECONDS = 20
+CPUID_LINE_FIELDS = 7  # "cpuid" leaf subleaf eax ebx ecx edx
 
 
 @dataclass(frozen=True)
@@ -144,3 +149,29 @@ def has_feature(entries: Iterable[CpuidEntry], name: str) -> bool:
         if _matches(entry, feature):
             return bool(getattr(entry, feature.register) >> feature.bit & 1)
     return False
+
+
+def guest_visible_cpuid(cpuid_guest: Path, template_name: str) -> list[CpuidEntry]:
+    """CPUID as a guest under `template_name` sees it (the `cpuid` test guest asks at CPL 0).
+
+    Why measure: some hypervisors do not honour KVM_SET_CPUID2 for every leaf (PVM forces
+    its own feature bits into leaves 1 and 7), and only the guest's view tells.
+    """
+    from keel.vmm.boot.modes import CpuMode, EntryPoint
+    from keel.vmm.machine import Vm
+
+    output = bytearray()
+    with Vm(CPUID_GUEST_MEMORY, cpu_template=template_name, serial_output=output.extend) as vm:
+        vm.memory.write(CPUID_GUEST_ADDRESS, cpuid_guest.read_bytes())
+        outcome = vm.run(EntryPoint(CpuMode.LONG, CPUID_GUEST_ADDRESS),
+                         timeout=CPUID_GUEST_TIMEOUT_SECONDS)
+    if outcome.reason != "debug-exit" or outcome.status != 0:
+        raise CpuTemplateError(f"the cpuid guest ended with {outcome}; output {bytes(output)!r}")
+    seen = []
+    for line in output.decode(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) != CPUID_LINE_FIELDS or fields[0] != "cpuid":
+            raise CpuTemplateError(f"unexpected line from the cpuid guest: {line!r}")
+        leaf, subleaf, eax, ebx, ecx, edx = (int(value, 0) for value in fields[1:])
+        seen.append(CpuidEntry(leaf, subleaf, 0, eax, ebx, ecx, edx))
+    return seen

@@ -76,6 +76,22 @@ def _test_guest() -> Finding:
                    f"({outcome.reason}, status {outcome.status}) in {elapsed * 1000:.0f} ms")
 
 
+def _cpuid_template() -> Finding:
+    from keel.vmm.cpuid import EMULATION_SAFE_HIDDEN, guest_visible_cpuid, has_feature
+    from keel.vmm.guests.build import guest_path
+
+    try:
+        seen = guest_visible_cpuid(guest_path("cpuid"), "emulation-safe")
+    except (VmmError, OSError, TimeoutError) as error:
+        return Finding("cpu-template", False, f"cpuid guest failed: {error}")
+    leaking = sorted(name for name in EMULATION_SAFE_HIDDEN if has_feature(seen, name))
+    if not leaking:
+        return Finding("cpu-template", True, "the guest sees CPUID as 'emulation-safe' sets it")
+    return Finding("cpu-template", True, "this hypervisor overrides CPUID: with "
+                   f"'emulation-safe' the guest still sees {', '.join(leaking)}; give Linux "
+                   "guests 'noxsave nofsgsbase' (and avoid kernels that need the rest hidden)")
+
+
 def _qemu() -> Finding:
     path = shutil.which("qemu-system-x86_64")
     return Finding("qemu", path is not None,
@@ -89,5 +105,6 @@ def diagnose() -> list[Finding]:
         findings.append(_supervisor_speed())
         if findings[1].ok:
             findings.append(_test_guest())
+            findings.append(_cpuid_template())
     findings.append(_qemu())
     return findings

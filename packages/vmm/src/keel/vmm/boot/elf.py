@@ -22,6 +22,10 @@ ELF_MAGIC = b"\x7fELF"
 NOTE_HEADER = struct.Struct("<III")
 NOTE_ALIGNMENT = 4
 MAX_SEGMENTS = 64
+# What pyelftools raises on hostile files (found by fuzzing: OverflowError for huge offsets,
+# and the usual parse errors); every one becomes a LoaderError.
+PARSE_ERRORS = (ELFError, struct.error, ValueError, OverflowError, KeyError, IndexError,
+                EOFError, UnicodeDecodeError)
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,8 @@ class ElfImage:
             self._elf = ELFFile(io.BytesIO(image))
             self.entry = int(self._elf["e_entry"])
             self.segments = [self._elf.get_segment(i) for i in range(self._elf.num_segments())]
-        except (ELFError, struct.error, ValueError) as error:
-            raise LoaderError(f"malformed ELF image: {error}") from None
+        except PARSE_ERRORS as error:
+            raise LoaderError(f"malformed ELF image: {error!r}") from None
         if len(self.segments) > MAX_SEGMENTS:
             raise LoaderError(f"ELF image has {len(self.segments)} segments; at most "
                               f"{MAX_SEGMENTS} are accepted")
@@ -69,7 +73,11 @@ class ElfImage:
     def notes(self) -> Iterator[Note]:
         for segment in self.segments:
             if segment["p_type"] == "PT_NOTE":
-                yield from parse_notes(segment.data())
+                try:
+                    data = segment.data()
+                except PARSE_ERRORS as error:
+                    raise LoaderError(f"ELF note segment unreadable: {error!r}") from None
+                yield from parse_notes(data)
 
     def load(self, memory: GuestMemory) -> tuple[int, int]:
         """Copy every PT_LOAD segment to its physical address; returns (lowest, end)."""
@@ -87,8 +95,8 @@ class ElfImage:
                                   "outside guest memory")
             try:
                 data = segment.data()
-            except (ELFError, ValueError) as error:
-                raise LoaderError(f"ELF segment at {address:#x} unreadable: {error}") from None
+            except PARSE_ERRORS as error:
+                raise LoaderError(f"ELF segment at {address:#x} unreadable: {error!r}") from None
             if len(data) != file_size:
                 raise LoaderError(f"ELF segment at {address:#x} is truncated in the file")
             memory.write(address, data)

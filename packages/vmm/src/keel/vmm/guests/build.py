@@ -47,6 +47,8 @@ class GuestSpec:
 GUESTS: dict[str, GuestSpec] = {spec.name: spec for spec in (
     GuestSpec("hello", ("entry64.S", "runtime.c", "hello.c"), "flat64.ld", True,
               "flat 64-bit: greets from CPL 3, boot-timer write, echoes a serial line, exit 42"),
+    GuestSpec("cpuid", ("cpuid_entry.S", "entry64.S", "runtime.c", "cpuid.c"), "flat64.ld",
+              True, "flat 64-bit: reports CPUID as the vCPU sees it at CPL 0"),
     GuestSpec("modes", ("modes.S", "entry64.S", "paging32.S", "runtime.c", "modes.c"),
               "modes.ld", True, "flat, starts in real mode: real -> protected -> long -> CPL 3"),
     GuestSpec("bootinfo-bzimage", ("bzimage_header.S", "entry64.S", "runtime.c", "bootinfo.c"),
