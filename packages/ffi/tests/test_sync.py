@@ -228,4 +228,49 @@ def test_calls_after_close_raise_before_reaching_go(built_example: Any) -> None:
         opened.hash(b"x")
     with pytest.raises(ClosedLibraryError):
         opened.call_method("empty")
+    with pytest.raises(ClosedLibraryError, match=r"Hashing\.divide: the library is closed"):
+        opened.divide(1, 1)  # a fast-path method: swapped out on close as well
     opened.close()  # idempotent
+
+
+def test_scalar_methods_take_the_c_fast_path(library: Any) -> None:
+    for name in ("empty", "divide", "checked_add", "scale", "is_even", "sleep", "hash",
+                 "hash_text", "fail"):
+        assert type(getattr(library, name)).__name__ == "builtin_function_or_method", name
+    for name in ("sum_int32", "parse_record", "block_sum"):  # lists, structs: cffi path
+        assert type(getattr(library, name)).__name__ == "function", name
+
+
+def test_fast_path_values_at_the_limits(library: Any) -> None:
+    assert library.divide(-(2**63), 1) == -(2**63)
+    assert library.divide(7, -2) == -3  # Go truncates toward zero
+    assert library.checked_add(2**31 - 2, 1) == 2**31 - 1
+    assert library.is_even(2**64 - 2) is True
+    assert library.is_even(2**64 - 1) is False
+    assert library.scale(1.5, 2.0) == 3.0
+    assert library.scale(3, 0.5) == 1.5  # an int is a fine float
+    assert library.scale(float("inf"), 1.0) == float("inf")
+    assert library.checked_add(left=1, right=2) == 3  # keywords: the checked path
+
+
+def test_fast_path_errors_match_the_checked_path(library: Any) -> None:
+    with pytest.raises(GoPanic, match="integer divide by zero"):
+        library.divide(1, 0)
+    with pytest.raises(GoError, match="2147483647 \\+ 1 overflows int32"):
+        library.checked_add(2**31 - 1, 1)
+    with pytest.raises(ArgumentRangeError, match=r"checked_add\(left\) = 2147483648"):
+        library.checked_add(2**31, 0)
+    with pytest.raises(ArgumentRangeError, match=r"is_even\(value\) = -1 is out of range"):
+        library.is_even(-1)
+    with pytest.raises(ArgumentRangeError, match=r"is_even\(value\) = 18446744073709551616"):
+        library.is_even(2**64)
+    with pytest.raises(ArgumentTypeError, match=r"divide\(divisor\) must be an int"):
+        library.divide(1, 2.0)
+    with pytest.raises(ArgumentTypeError, match=r"divide\(divisor\) is None"):
+        library.divide(1, None)
+    with pytest.raises(ArgumentRangeError, match=r"scale\(factor\) = 1e\+39 does not fit"):
+        library.scale(1.0, 1e39)
+    with pytest.raises(ArgumentTypeError, match="missing a required argument"):
+        library.divide(1)
+    with pytest.raises(ArgumentTypeError, match="too many positional arguments"):
+        library.empty(1)

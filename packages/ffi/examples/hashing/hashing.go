@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -116,6 +117,22 @@ func (hashing) BlockSum(block Block) (int64, error) {
 	}
 	return total, nil
 }
+
+func (hashing) Divide(dividend, divisor int64) (int64, error) { return dividend / divisor, nil }
+
+func (hashing) CheckedAdd(left, right int32) (int32, error) {
+	sum := int64(left) + int64(right)
+	if sum > math.MaxInt32 || sum < math.MinInt32 {
+		return 0, fmt.Errorf("%d + %d overflows int32", left, right)
+	}
+	return int32(sum), nil
+}
+
+func (hashing) Scale(value float64, factor float32) (float64, error) {
+	return value * float64(factor), nil
+}
+
+func (hashing) IsEven(value uint64) (bool, error) { return value%2 == 0, nil }
 
 func (hashing) Fail(message string) error { return errors.New(message) }
 

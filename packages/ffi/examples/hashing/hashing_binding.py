@@ -61,6 +61,22 @@ class HashingLibrary(GoLibrary):
         result = self.call_method('block_sum', block)
         return cast('int', result)
 
+    def divide(self, dividend: int, divisor: int) -> int:
+        result = self.call_method('divide', dividend, divisor)
+        return cast('int', result)
+
+    def checked_add(self, left: int, right: int) -> int:
+        result = self.call_method('checked_add', left, right)
+        return cast('int', result)
+
+    def scale(self, value: float, factor: float) -> float:
+        result = self.call_method('scale', value, factor)
+        return cast('float', result)
+
+    def is_even(self, value: int) -> bool:
+        result = self.call_method('is_even', value)
+        return cast('bool', result)
+
     def fail(self, message: str) -> None:
         result = self.call_method('fail', message)
         return cast('None', result)

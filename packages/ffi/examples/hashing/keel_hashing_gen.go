@@ -96,6 +96,10 @@ type Hashing interface {
 	EchoWidths(widths Widths) (Widths, error)
 	MaybeDouble(value *int64) (*int64, error)
 	BlockSum(block Block) (int64, error)
+	Divide(dividend int64, divisor int64) (int64, error)
+	CheckedAdd(left int32, right int32) (int32, error)
+	Scale(value float64, factor float32) (float64, error)
+	IsEven(value uint64) (bool, error)
 	Fail(message string) error
 	Crash(message string) error
 	EachWord(text string, visit func(int64, string) (bool, error)) (int32, error)
@@ -566,6 +570,60 @@ func keel_Hashing_block_sum(args *C.keel_Hashing_block_sum_args, result *C.keel_
 		return keelError(err)
 	}
 	result.value = C.int64_t(value)
+	return 0
+}
+
+//export keel_Hashing_divide
+func keel_Hashing_divide(args *C.keel_Hashing_divide_args, result *C.keel_Hashing_divide_result) (status C.int64_t) {
+	defer keelRecover(&status)
+	p0 := int64(args.dividend)
+	p1 := int64(args.divisor)
+	value, err := keelImplementation.Divide(p0, p1)
+	if err != nil {
+		return keelError(err)
+	}
+	result.value = C.int64_t(value)
+	return 0
+}
+
+//export keel_Hashing_checked_add
+func keel_Hashing_checked_add(args *C.keel_Hashing_checked_add_args, result *C.keel_Hashing_checked_add_result) (status C.int64_t) {
+	defer keelRecover(&status)
+	p0 := int32(args.left)
+	p1 := int32(args.right)
+	value, err := keelImplementation.CheckedAdd(p0, p1)
+	if err != nil {
+		return keelError(err)
+	}
+	result.value = C.int32_t(value)
+	return 0
+}
+
+//export keel_Hashing_scale
+func keel_Hashing_scale(args *C.keel_Hashing_scale_args, result *C.keel_Hashing_scale_result) (status C.int64_t) {
+	defer keelRecover(&status)
+	p0 := float64(args.value)
+	p1 := float32(args.factor)
+	value, err := keelImplementation.Scale(p0, p1)
+	if err != nil {
+		return keelError(err)
+	}
+	result.value = C.double(value)
+	return 0
+}
+
+//export keel_Hashing_is_even
+func keel_Hashing_is_even(args *C.keel_Hashing_is_even_args, result *C.keel_Hashing_is_even_result) (status C.int64_t) {
+	defer keelRecover(&status)
+	p0 := uint64(args.value)
+	value, err := keelImplementation.IsEven(p0)
+	if err != nil {
+		return keelError(err)
+	}
+	result.value = 0
+	if value {
+		result.value = 1
+	}
 	return 0
 }
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cffi
 
-from keel.ffi import cdecl, gogen, pygen
+from keel.ffi import cdecl, fastgen, gogen, pygen
 from keel.ffi.errors import BuildError, InterfaceError
 from keel.ffi.model import Interface, read_interface
 from keel.ffi.toolchain import CACHE_ROOT, GoToolchain, find_toolchain
@@ -44,6 +44,7 @@ class BuiltLibrary:
     interface: str
     module: str
     library: Path
+    fast_module: str | None = None
 
 
 def load_interface(path: Path, name: str | None = None) -> tuple[type, Interface]:
@@ -94,6 +95,7 @@ def generate(interface_path: Path, go_directory: Path, python_output: Path,
             "interface": interface.name,
             "header": gogen.header_name(interface),
             "cdef": cdecl.cffi_cdef(interface),
+            "fast_source": fastgen.source(interface, f"libkeel_{lower}.h"),
         }, indent=2) + "\n",
         python_output: pygen.binding(interface, protocol.__module__),
     }
@@ -151,9 +153,12 @@ def build(go_directory: Path, output: Path, toolchain: GoToolchain | None = None
         except Exception as error:  # cffi raises VerificationError and distutils errors
             raise BuildError(f"compiling the cffi binding {module} failed: {error}") from error
         shutil.copy(built, output / built.name)
-    info = {"interface": interface, "module": module, "library": library.name}
+    fast_module = f"_keel_fast_{interface.lower()}_{digest}"
+    fastgen.compile_extension(manifest["fast_source"], fast_module, output, library_name)
+    info = {"interface": interface, "module": module, "library": library.name,
+            "fast": fast_module}
     (output / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    return BuiltLibrary(output.resolve(), interface, module, library.resolve())
+    return BuiltLibrary(output.resolve(), interface, module, library.resolve(), fast_module)
 
 
 def read_build(directory: Path) -> BuiltLibrary:
@@ -163,7 +168,7 @@ def read_build(directory: Path) -> BuiltLibrary:
                          "run `keel ffi build`")
     info = json.loads(info_path.read_text())
     return BuiltLibrary(directory.resolve(), info["interface"], info["module"],
-                        (directory / info["library"]).resolve())
+                        (directory / info["library"]).resolve(), info.get("fast"))
 
 
 def build_cached(go_directory: Path, toolchain: GoToolchain | None = None) -> BuiltLibrary:

@@ -10,7 +10,6 @@ structs point at Python's own memory, which the call keeps alive.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -56,8 +55,9 @@ class Arena:
         self.base = base
         self.offset = offset
 
-    def alloc(self, size: int, c_type: str) -> Any:
-        pointer = self.ffi.cast(f"{c_type} *", self.base + self.offset)
+    def alloc(self, size: int, pointer_type: Any) -> Any:
+        """`size` bytes (8-aligned) as a pointer of `pointer_type` (a cffi ctype)."""
+        pointer = self.ffi.cast(pointer_type, self.base + self.offset)
         self.offset += align(size)
         return pointer
 
@@ -183,17 +183,33 @@ class ListCodec(Codec):
         self.ffi = ffi
         self.element = element
         self.element_size = ffi.sizeof(element.c_type)
+        self.pointer_type = ffi.typeof(f"{element.c_type} *")
         self.scalar = element.scalar if isinstance(element, ScalarCodec) else None
         self.formats = BUFFER_FORMATS[self.scalar.name] if self.scalar else frozenset()
 
     def _in_place(self, value: Any) -> memoryview | None:
-        if self.scalar is None or isinstance(value, list | tuple):
+        kind = type(value)
+        if self.scalar is None or kind is list or kind is tuple or isinstance(value, list | tuple):
             return None
         try:
             view = memoryview(value)
         except TypeError:
             return None
         return view
+
+    def _all_valid(self, values: list[Any] | tuple[Any, ...]) -> bool:
+        """The common case checked by C loops (all, min, max); False sends the caller to
+        the per-element checks, which name the first bad element."""
+        scalar = self.scalar
+        if scalar is None or not values:
+            return not values
+        kinds = set(map(type, values))  # one C loop
+        if scalar.name == "bool":
+            return kinds == {bool}
+        if scalar.python_type is float:
+            return kinds <= {float, int} and scalar.name == "float64"
+        assert scalar.minimum is not None and scalar.maximum is not None
+        return kinds == {int} and min(values) >= scalar.minimum and max(values) <= scalar.maximum
 
     def prepare(self, value: Any, where: str) -> int:
         view = self._in_place(value)
@@ -210,9 +226,10 @@ class ListCodec(Codec):
             raise ArgumentTypeError(f"{where} must be a list, not {_kind(value)}")
         needed = align(len(value) * self.element_size)
         if isinstance(self.element, ScalarCodec):
-            check = self.element.check
-            for index, item in enumerate(value):
-                check(item, f"{where}[{index}]")
+            if not self._all_valid(value):
+                check = self.element.check
+                for index, item in enumerate(value):
+                    check(item, f"{where}[{index}]")
         else:
             prepare = self.element.prepare
             for index, item in enumerate(value):
@@ -235,12 +252,10 @@ class ListCodec(Codec):
         if count == 0:
             target.data = self.ffi.NULL
             return
-        elements = arena.alloc(count * self.element_size, self.element.c_type)
+        elements = arena.alloc(count * self.element_size, self.pointer_type)
         target.data = elements
         if self.scalar is not None:
-            code = self.scalar.struct_code
-            target_bytes = self.ffi.buffer(elements, count * self.element_size)
-            struct.pack_into(f"={count}{code}", target_bytes, 0, *value)
+            elements[0:count] = value  # converted by cffi in C (values already checked)
             return
         write = self.element.write
         for index, item in enumerate(value):
@@ -279,31 +294,32 @@ class OptionalCodec(Codec):
 
 
 class StructCodec(Codec):
-    def __init__(self, struct_type: StructType, c_type: str) -> None:
+    """A dataclass as its C struct; checks and writes are compiled (keel.ffi.layout)."""
+
+    def __init__(self, ffi: Any, struct_type: StructType, c_type: str) -> None:
+        self.ffi = ffi
         self.python_class = struct_type.python_class
         self.c_type = c_type
         self.fields: list[tuple[str, Codec]] = []
 
+    def compile(self) -> None:
+        from keel.ffi.layout import compile_layout
+
+        prepare, write, read = compile_layout(self.ffi, self.c_type, self.fields,
+                                              self.python_class)
+        assert read is not None
+        self._prepare, self._write, self._read = prepare, write, read
+        self._addressof = self.ffi.addressof
+
     def prepare(self, value: Any, where: str) -> int:
-        if not isinstance(value, self.python_class):
-            raise ArgumentTypeError(f"{where} must be a {self.python_class.__name__}, "
-                                    f"not {_kind(value)}")
-        needed = 0
-        for name, codec in self.fields:
-            field_value = getattr(value, name)
-            if field_value is None and not isinstance(codec, OptionalCodec):
-                raise ArgumentTypeError(f"{where}.{name} is None but is not optional")
-            needed += codec.prepare(field_value, f"{where}.{name}")
-        return needed
+        return self._prepare(value, where)
 
     def write(self, owner: Any, key: str | int, value: Any, arena: Arena, keep: list[Any]) -> None:
-        target = _get(owner, key)
-        for name, codec in self.fields:
-            codec.write(target, name, getattr(value, name), arena, keep)
+        pointer = owner + key if type(key) is int else self._addressof(owner, key)
+        self._write(pointer, value, arena, keep)
 
     def read(self, value: Any) -> Any:
-        return self.python_class(*[codec.read(getattr(value, name))
-                                   for name, codec in self.fields])
+        return self._read(self._addressof(value))
 
 
 class CallbackRecord:
@@ -384,10 +400,11 @@ def make_codec(ffi: Any, lib: Any, type_ref: TypeRef, structs: dict[str, StructC
             existing = structs.get(type_ref.name)
             if existing is not None:
                 return existing
-            codec = StructCodec(type_ref, cdecl.c_type(type_ref))
+            codec = StructCodec(ffi, type_ref, cdecl.c_type(type_ref))
             structs[type_ref.name] = codec
             codec.fields = [(field.name, make_codec(ffi, lib, field.type, structs))
                             for field in fields]
+            codec.compile()
             return codec
         case CallbackType(parameters, returns):
             parameter_codecs = [make_codec(ffi, lib, parameter, structs)

@@ -21,13 +21,12 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar, Self
 
-from keel.ffi import cdecl
+from keel.ffi import cdecl, fastgen
 from keel.ffi.build import BuiltLibrary, read_build
 from keel.ffi.codec import (
     Arena,
     CallbackCodec,
     Codec,
-    OptionalCodec,
     StructCodec,
     align,
     make_codec,
@@ -43,6 +42,7 @@ from keel.ffi.errors import (
     InterfaceError,
     TooManyCallsError,
 )
+from keel.ffi.layout import compile_layout
 from keel.ffi.loops import current_loop
 from keel.ffi.model import Interface, Method, read_interface
 
@@ -61,20 +61,20 @@ _orphans: list[PendingCall] = []
 _trampolines_registered: set[str] = set()
 
 
-def import_extension(built: BuiltLibrary) -> ModuleType:
-    """Import the build's cffi extension (once per process: Go libraries cannot unload)."""
-    existing = sys.modules.get(built.module)
+def import_extension(directory: Path, name: str) -> ModuleType:
+    """Import an extension of a build (once per process: Go libraries cannot unload)."""
+    existing = sys.modules.get(name)
     if existing is not None:
         return existing
-    candidates = sorted(built.directory.glob(f"{built.module}*.so"))
+    candidates = sorted(directory.glob(f"{name}*.so"))
     if not candidates:
-        raise BuildError(f"{built.directory} has no extension {built.module}: rebuild it")
-    loader = importlib.machinery.ExtensionFileLoader(built.module, str(candidates[0]))
-    spec = importlib.util.spec_from_file_location(built.module, candidates[0], loader=loader)
+        raise BuildError(f"{directory} has no extension {name}: rebuild it")
+    loader = importlib.machinery.ExtensionFileLoader(name, str(candidates[0]))
+    spec = importlib.util.spec_from_file_location(name, candidates[0], loader=loader)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
-    sys.modules[built.module] = module
+    sys.modules[name] = module
     return module
 
 
@@ -89,7 +89,7 @@ class GoLibrary:
         if built.interface != self._model.name:
             raise InterfaceError(f"{built.directory} was built for {built.interface}, "
                                  f"not {self._model.name}")
-        module = import_extension(built)
+        module = import_extension(built.directory, built.module)
         self._ffi: Any = module.ffi
         self._lib: Any = module.lib
         self._built = built
@@ -106,6 +106,8 @@ class GoLibrary:
             compiled = self._compile(method)
             self._methods[method.name] = compiled
             setattr(self, method.name, compiled)
+        if built.fast_module is not None:
+            self._install_fast_path(import_extension(built.directory, built.fast_module))
 
     @classmethod
     def open(cls, build: BuiltLibrary | Path | str) -> Self:
@@ -170,21 +172,23 @@ class GoLibrary:
         where = f"{self._model.name}.{method.name}"
         function = getattr(lib, cdecl.export_name(self._model, method))
         signature = inspect.signature(getattr(self.interface, method.name))
-        codecs: list[tuple[str, Codec, bool]] = [
-            (parameter.name, make_codec(ffi, lib, parameter.type, self._struct_codecs),
-             False) for parameter in method.parameters]
-        codecs = [(name, codec, isinstance(codec, OptionalCodec)) for name, codec, _ in codecs]
+        fields: list[tuple[str, Codec]] = [
+            (parameter.name, make_codec(ffi, lib, parameter.type, self._struct_codecs))
+            for parameter in method.parameters]
         result_codec = (make_codec(ffi, lib, method.returns, self._struct_codecs)
                         if method.returns is not None else None)
-        has_arguments, has_result = bool(codecs), result_codec is not None
+        has_arguments, has_result = bool(fields), result_codec is not None
         arguments_type = cdecl.args_type(self._model, method) + " *"
         result_type = cdecl.result_type(self._model, method) + " *"
         arguments_size = align(ffi.sizeof(cdecl.args_type(self._model, method))) \
             if has_arguments else 0
         fixed_size = arguments_size + (align(ffi.sizeof(cdecl.result_type(self._model, method)))
                                        if has_result else 0)
-        count = len(codecs)
+        count = len(fields)
         new, cast, null, free = ffi.new, ffi.cast, ffi.NULL, lib.keel_free
+        if has_arguments:
+            check_arguments, write_arguments, _ = compile_layout(
+                ffi, cdecl.args_type(self._model, method), fields, None)
 
         def bind(values: tuple[Any, ...], named: dict[str, Any]) -> tuple[Any, ...]:
             if named or len(values) != count:
@@ -197,19 +201,13 @@ class GoLibrary:
 
         def prepare(values: tuple[Any, ...]) -> tuple[Any, Any, Any, list[Any]]:
             """Check, allocate once, write: (buffer, arguments, result, kept objects)."""
-            extra = 0
-            for (name, codec, optional), value in zip(codecs, values, strict=True):
-                if value is None and not optional:
-                    raise ArgumentTypeError(f"{where}({name}) is None but is not optional")
-                extra += codec.prepare(value, f"{where}({name})")
+            extra = check_arguments(values, where) if has_arguments else 0
             buffer = new("char[]", fixed_size + extra)
             arguments = cast(arguments_type, buffer) if has_arguments else None
             result = cast(result_type, buffer + arguments_size) if has_result else None
             keep: list[Any] = []
             if has_arguments:
-                arena = Arena(ffi, buffer, fixed_size)
-                for (name, codec, _), value in zip(codecs, values, strict=True):
-                    codec.write(arguments, name, value, arena, keep)
+                write_arguments(arguments, values, Arena(ffi, buffer, fixed_size), keep)
             return buffer, arguments, result, keep
 
         def finish(result: Any, keep: list[Any]) -> Any:
@@ -303,6 +301,23 @@ class GoLibrary:
             return finish(result, keep)
 
         return call_async
+
+    def _install_fast_path(self, fast: ModuleType) -> None:
+        """Methods with only scalars go through the C fast path; it falls back to the
+        checked closures above for anything unusual, and raises through _error."""
+        eligible = [method for method in self._model.methods if fastgen.eligible(method)]
+        fallbacks = tuple(self._methods[method.name] for method in eligible)
+        factories = tuple(self._error_factory(f"{self._model.name}.{method.name}")
+                          for method in eligible)
+        fast._setup(fallbacks, factories)
+        for method in eligible:
+            setattr(self, method.name, getattr(fast, method.name))
+
+    def _error_factory(self, where: str) -> Callable[[int], Exception]:
+        def factory(status: int) -> Exception:
+            return self._error(where, status, [])
+
+        return factory
 
     # -- completers ----------------------------------------------------------------------
 
