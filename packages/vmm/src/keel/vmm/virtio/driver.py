@@ -51,11 +51,13 @@ def _align(value: int, alignment: int) -> int:
 
 @dataclass
 class UsedBuffer:
-    """A chain the device returned: its head, the length it wrote, and those bytes."""
+    """A chain the device returned: its head, the length it reported, the first `length`
+    writable bytes, and the whole content of each writable buffer."""
 
     head: int
     length: int
     data: bytes
+    writable: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -186,16 +188,13 @@ class SplitQueueDriver:
             self.last_used_index = (self.last_used_index + 1) % RING_INDEX_MODULUS
             outstanding = self._outstanding.pop(head, None)
             data = b""
+            buffers: tuple[bytes, ...] = ()
             if outstanding is not None:
                 self.free.extend(outstanding.descriptors)
-                remaining = length
-                parts = []
-                for address, size in outstanding.writable:
-                    take = min(size, remaining)
-                    parts.append(self.memory.read(address, take))
-                    remaining -= take
-                data = b"".join(parts)
-            returned.append(UsedBuffer(head, length, data))
+                buffers = tuple(self.memory.read(address, size)
+                                for address, size in outstanding.writable)
+                data = b"".join(buffers)[:length]
+            returned.append(UsedBuffer(head, length, data, buffers))
         return returned
 
 
