@@ -305,6 +305,15 @@ class DatagramSocket(_Socket):
             raise self._closed_error(error) from error
         return count, address, buffer
 
+    async def send(self, buffer: ReadableBuffer) -> int:
+        """Send one datagram on a connected socket (a pair, or after `connect`)."""
+        return await self.send_to(buffer, None)
+
+    def connect(self, address: Any) -> None:
+        """Fix the peer (datagram connect does no I/O)."""
+        self._check_open()
+        self._socket.connect(address)
+
     async def send_to(self, buffer: ReadableBuffer, address: Any) -> int:
         self._check_open()
         view = readable_view("buffer", buffer)

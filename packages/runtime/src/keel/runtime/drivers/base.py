@@ -102,6 +102,8 @@ class Driver(abc.ABC):
                      flags: int = 0) -> int:
         while True:
             try:
+                if address is None:  # connected socket
+                    return sock.send(buffer, flags | socket.MSG_DONTWAIT)
                 return sock.sendto(buffer, flags | socket.MSG_DONTWAIT, address)
             except BlockingIOError:
                 await self.wait_writable(sock.fileno())

@@ -37,6 +37,7 @@ POLL_IN = select.POLLIN  # io_uring's poll32_events take <poll.h> bits
 POLL_OUT = select.POLLOUT
 UNSIGNED_OFFSET_CURRENT = (1 << 64) - 1  # offset -1: "the file position" for read/write
 MORE = lib.IORING_CQE_F_MORE
+DONT_WAIT = socket.MSG_DONTWAIT
 ECANCELED = errno.ECANCELED
 
 
@@ -353,6 +354,13 @@ class UringDriver(Driver):
         return result
 
     async def send(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int:
+        # Try the send right away: a socket with room in its send buffer completes it at
+        # once, which saves a task suspension and a completion per write (measured: the
+        # echo benchmark's throughput); only a full buffer goes through the ring.
+        try:
+            return sock.send(buffer, flags | DONT_WAIT)
+        except BlockingIOError:
+            pass
         fd = sock.fileno()
         op = self._start(lib.IORING_OP_SEND, fd, address_of(buffer), len(buffer), 0, flags,
                          buffer)

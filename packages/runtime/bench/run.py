@@ -1,0 +1,135 @@
+"""TCP echo ping-pong: keel (io_uring, epoll, asyncio loop) against asyncio, uvloop and trio.
+
+Every competitor runs in the same invocation, alternating in each round; the server is pinned
+to core 0 and the C load client (built here with gcc into ~/.cache/keel/bench/) to core 1.
+Prints a table of medians and ratios; `--json PATH` writes every sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path.home() / ".cache" / "keel" / "bench"
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+DEFAULT_SECONDS = 3.0
+DEFAULT_ROUNDS = 3
+STARTUP_TIMEOUT_SECONDS = 20
+CELL_GRACE_SECONDS = 30
+COMPETITORS = ["keel-io_uring", "keel-epoll", "keel-asyncio", "asyncio", "uvloop", "trio"]
+CELLS = [(1, 128), (64, 128), (1, 4096), (64, 4096)]
+BASELINES = ["uvloop", "asyncio"]
+
+
+def build_client() -> Path:
+    """Compile echo_client.c once per source hash."""
+    source = HERE / "echo_client.c"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    binary = CACHE / f"echo_client-{digest}"
+    if not binary.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        temporary = binary.with_suffix(".tmp")
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(temporary), str(source)], check=True)
+        temporary.rename(binary)
+    return binary
+
+
+def pinned(core: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *command] if shutil.which("taskset") else command
+
+
+def available(kind: str) -> bool:
+    module = {"uvloop": "uvloop", "trio": "trio"}.get(kind)
+    if module is None:
+        return True
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def measure(client: Path, kind: str, connections: int, size: int, seconds: float) -> dict:
+    server = subprocess.Popen(pinned(SERVER_CORE, [sys.executable, str(HERE / "servers.py"),
+                                                   kind]),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port_line = server.stdout.readline().strip()
+        if not port_line.isdigit():
+            raise RuntimeError(f"{kind} server did not start (said {port_line!r})")
+        result = subprocess.run(
+            pinned(CLIENT_CORE, [str(client), "127.0.0.1", port_line, str(connections),
+                                 str(size), str(seconds)]),
+            capture_output=True, text=True, timeout=seconds + CELL_GRACE_SECONDS, check=True)
+        return json.loads(result.stdout)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--json", type=Path, help="write all samples and medians here")
+    parser.add_argument("--only", nargs="*", help="competitors to run (default: all)")
+    arguments = parser.parse_args()
+    if arguments.rounds < 1 or arguments.seconds <= 0:
+        parser.error("--rounds must be >= 1 and --seconds > 0")
+    client = build_client()
+    competitors = [k for k in (arguments.only or COMPETITORS) if available(k)]
+    samples: dict[str, dict[str, list[dict]]] = {}
+    for connections, size in CELLS:
+        cell = f"{connections}x{size}B"
+        samples[cell] = {kind: [] for kind in competitors}
+        for round_number in range(arguments.rounds):
+            order = competitors if round_number % 2 == 0 else list(reversed(competitors))
+            for kind in order:
+                sample = measure(client, kind, connections, size, arguments.seconds)
+                samples[cell][kind].append(sample)
+                print(f"  {cell} round {round_number + 1} {kind}: "
+                      f"{sample['messages_per_second']:.0f} msg/s", file=sys.stderr, flush=True)
+    medians = {cell: {kind: {
+        "messages_per_second": statistics.median(s["messages_per_second"] for s in runs),
+        "p99_us": statistics.median(s["p99_us"] for s in runs)}
+        for kind, runs in by_kind.items()} for cell, by_kind in samples.items()}
+    print_table(medians, competitors)
+    if arguments.json:
+        arguments.json.write_text(json.dumps({
+            "server_core": SERVER_CORE, "client_core": CLIENT_CORE,
+            "seconds": arguments.seconds, "rounds": arguments.rounds,
+            "cpu_count": os.cpu_count(), "samples": samples, "medians": medians}, indent=2))
+
+
+def print_table(medians: dict, competitors: list[str]) -> None:
+    header = ["cell", "server", "msg/s (median)", "p99 us"] + [f"x {b}" for b in BASELINES]
+    rows = []
+    for cell, by_kind in medians.items():
+        for kind in competitors:
+            rate = by_kind[kind]["messages_per_second"]
+            ratios = []
+            for baseline in BASELINES:
+                base = by_kind.get(baseline, {}).get("messages_per_second")
+                ratios.append(f"{rate / base:.2f}" if base else "-")
+            rows.append([cell, kind, f"{rate:,.0f}", f"{by_kind[kind]['p99_us']:.0f}", *ratios])
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(" | ".join(str(value).ljust(width) for value, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
