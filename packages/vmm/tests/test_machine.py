@@ -170,3 +170,24 @@ def test_an_instruction_the_hypervisor_cannot_emulate_is_an_internal_error(
         error = vm.exit.error
         assert isinstance(error, GuestCrashError) and error.reason == "internal-error"
         assert "could not emulate" in str(error) and f"rip={LOAD:#x}" in str(error)
+
+
+def test_serial_input_interrupt_reaches_the_guest_through_pic_and_lint0(
+        guests: dict[str, Path]) -> None:
+    output = bytearray()
+    waiting = threading.Event()
+
+    def capture(data: bytes) -> None:
+        output.extend(data)
+        if output.endswith(b"waiting for input\n"):
+            waiting.set()
+
+    with Vm(MEMORY, serial_output=capture) as vm:
+        vm.memory.write(LOAD, guests["interrupts"].read_bytes())
+        vm.load(EntryPoint(CpuMode.LONG, LOAD))
+        vm.start()
+        assert waiting.wait(20), bytes(output)
+        vm.serial.feed_input(b"ring")
+        outcome = vm.wait(20)
+    assert outcome.reason == "debug-exit" and outcome.status >= 1  # interrupts taken
+    assert output.decode().splitlines()[-1] == "interrupts: got ring"

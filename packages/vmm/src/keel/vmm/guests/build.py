@@ -49,6 +49,8 @@ GUESTS: dict[str, GuestSpec] = {spec.name: spec for spec in (
               "flat 64-bit: greets from CPL 3, boot-timer write, echoes a serial line, exit 42"),
     GuestSpec("cpuid", ("cpuid_entry.S", "entry64.S", "runtime.c", "cpuid.c"), "flat64.ld",
               True, "flat 64-bit: reports CPUID as the vCPU sees it at CPL 0"),
+    GuestSpec("interrupts", ("irq_entry.S", "entry64.S", "runtime.c", "interrupts.c"),
+              "flat64.ld", True, "flat 64-bit: serial input by IRQ 4 through PIC and LINT0"),
     GuestSpec("modes", ("modes.S", "entry64.S", "paging32.S", "runtime.c", "modes.c"),
               "modes.ld", True, "flat, starts in real mode: real -> protected -> long -> CPL 3"),
     GuestSpec("bootinfo-bzimage", ("bzimage_header.S", "entry64.S", "runtime.c", "bootinfo.c"),

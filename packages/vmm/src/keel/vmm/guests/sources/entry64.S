@@ -15,6 +15,7 @@
 #define TSS_IO_BITMAP_BYTES 8192
 #define TSS_LIMIT (TSS_IO_BITMAP_OFFSET + TSS_IO_BITMAP_BYTES)  /* + terminator - 1 */
 #define TSS_TYPE_AVAILABLE_PRESENT 0x89
+#define TSS_RSP0_OFFSET 4
 
     .section .text.entry64, "ax"
     .code64
@@ -41,10 +42,12 @@ enter_user:
     movl $0, 12(%rdi)
     mov $TSS_SELECTOR, %ax
     ltr %ax
+    lea kernel_stack_top(%rip), %rax
+    mov %rax, tss + TSS_RSP0_OFFSET(%rip)   /* the stack for interrupts taken at CPL 3 */
     push $USER_DATA
     lea user_stack_top(%rip), %rax
     push %rax
-    push $RFLAGS_IOPL3
+    pushq user_rflags(%rip)
     push $USER_CODE64
     lea user_start(%rip), %rax
     push %rax
@@ -76,6 +79,11 @@ gdt_end:
 gdt_pointer:
     .word gdt_end - gdt - 1
     .quad gdt
+
+    .section .data.user_rflags, "aw"
+    .align 8
+    .global user_rflags
+user_rflags: .quad RFLAGS_IOPL3    /* irq_entry.S adds IF */
 
     .section .data.tss, "aw"
     .align 16
