@@ -91,7 +91,8 @@ def test_cancelled_await_keeps_memory_until_go_writes(library: Any) -> None:
         (completer,) = library._completers.values()
         (abandoned,) = completer.pending.values()
         assert abandoned.abandoned and not abandoned.done
-        buffer, _arguments, result, _keep = abandoned.keep
+        buffer, _arguments, result, _keep, values = abandoned.keep
+        assert values == (7, STUBBORN_MS)
         # Churn the allocator: freed memory would be reused by these.
         garbage = [bytearray(256) for _ in range(10_000)]
         while not abandoned.done:

@@ -262,21 +262,24 @@ class GoLibrary:
 
         def release(call: PendingCall) -> None:
             """An abandoned call finished: free what Go allocated, drop its error."""
-            _buffer, _arguments, result, _keep = call.keep
+            _buffer, _arguments, result, _keep, _values = call.keep
             if has_result and result.arena != null:
                 free(result.arena)
             if call.status:
                 free(self._lib.keel_error_take(call.status))
 
         async def call_async(*values: Any, **named: Any) -> Any:
-            prepared = prepare(bind(values, named))
+            values = bind(values, named)
+            prepared = prepare(values)
             _buffer, arguments, result, keep = prepared
             completer = self._completer()
             if len(completer.pending) >= MAX_IN_FLIGHT:
                 raise TooManyCallsError(f"{where}: {MAX_IN_FLIGHT} async calls already in "
                                         "flight on this loop")
             call_id = next(self._call_ids)
-            pending = PendingCall(call_id, prepared, release)
+            # The argument objects too: Go reads str and bytes in place until it finishes,
+            # even after a cancelled await has dropped this frame.
+            pending = PendingCall(call_id, (*prepared, values), release)
             completer.pending[call_id] = pending
             parameters = [completer.go_id, call_id]
             if has_arguments:
