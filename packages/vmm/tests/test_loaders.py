@@ -250,3 +250,21 @@ def test_auto_detection_prefers_pvh_for_an_elf_with_both_headers(
     assert detect_format(guests["bootinfo-elf"].read_bytes()) is KernelFormat.PVH
     assert detect_format(guests["bootinfo-bzimage"].read_bytes()) is KernelFormat.BZIMAGE
     assert re.fullmatch(r"[0-9a-f]{24}", guests["hello"].parent.name)
+
+
+@requires_kvm
+@pytest.mark.kvm
+def test_memory_above_the_hole_is_a_second_slot_and_in_the_e820_map(
+        guests: dict[str, Path]) -> None:
+    from keel.vmm.memory import FOUR_GIB, MMIO_HOLE_START
+
+    output = bytearray()
+    total = MMIO_HOLE_START + 64 * MEBIBYTE
+    with Vm(total, serial_output=output.extend) as vm:
+        entry = load_kernel(vm.memory, guests["bootinfo-bzimage"].read_bytes(),
+                            command_line="high")
+        assert vm.run(entry, timeout=30).status == 0
+    echoed = [line for line in output.decode().splitlines() if line.startswith("memory=")]
+    assert echoed == [f"memory=0x0,{layout.EBDA_START:#x},1",
+                      f"memory={MEBIBYTE:#x},{MMIO_HOLE_START - MEBIBYTE:#x},1",
+                      f"memory={FOUR_GIB:#x},{64 * MEBIBYTE:#x},1"]

@@ -22,6 +22,7 @@ from keel.native.signals import kick, kick_signal
 from keel.vmm import x86
 from keel.vmm.boot import layout
 from keel.vmm.boot.modes import EntryPoint, enter
+from keel.vmm.boot.mptable import MP_TABLE_LIMIT, write_mptable
 from keel.vmm.cpuid import DEFAULT_TEMPLATE, apply_template, template_named
 from keel.vmm.devices.boot_timer import BOOT_TIMER_LENGTH, BootTimer
 from keel.vmm.devices.bus import Bus
@@ -127,6 +128,8 @@ class Vm:
             self.memory = GuestMemory(memory_size)
             for slot, region in enumerate(self.memory):
                 self._vm.set_user_memory_region(slot, region.guest_address, region.mapping)
+            if self.memory.contains(0, MP_TABLE_LIMIT):
+                write_mptable(self.memory, vcpu_count)
             self.bus = Bus()
             self._add_legacy_devices()
             supported = self._kvm.supported_cpuid()
