@@ -74,3 +74,13 @@ def test_c_strings_are_bounded_by_the_limit_and_the_region() -> None:
         memory.write(0, b"hello\0world")
         assert memory.read_c_string(0, 100) == b"hello"
         assert memory.read_c_string(0, 3) == b"hel"
+
+
+def test_host_address_points_at_the_same_bytes_and_is_checked() -> None:
+    import ctypes
+
+    with GuestMemory(MEBIBYTE) as memory:
+        memory.write(0x3000, b"translated")
+        assert ctypes.string_at(memory.host_address(0x3000, 10), 10) == b"translated"
+        with pytest.raises(GuestMemoryError):
+            memory.host_address(MEBIBYTE - 4, 8)

@@ -53,6 +53,7 @@ BOOT_MSRS = {
     x86.MSR_IA32_MISC_ENABLE: x86.MSR_IA32_MISC_ENABLE_FAST_STRING,
 }
 APIC_REGISTER_SIZE = 4
+INTERNAL_ERROR_DATA_WORDS = 16  # kvm_run.internal.data[16]
 INTERNAL_ERRORS = {
     lib.KVM_INTERNAL_ERROR_EMULATION: "the hypervisor could not emulate an instruction",
     lib.KVM_INTERNAL_ERROR_SIMUL_EX: "exception while delivering an exception",
@@ -331,7 +332,8 @@ class Vm:
                         f"{failure.hardware_entry_failure_reason:#x} on CPU {failure.cpu}")
         elif reason == lib.KVM_EXIT_INTERNAL_ERROR:
             internal = vcpu.internal_error_exit()
-            details = [hex(internal.data[i]) for i in range(min(internal.ndata, 16))]
+            words = min(internal.ndata, INTERNAL_ERROR_DATA_WORDS)
+            details = [hex(internal.data[i]) for i in range(words)]
             what = INTERNAL_ERRORS.get(internal.suberror, "unknown suberror")
             self._crash(vcpu, "internal-error", f"KVM internal error {internal.suberror} "
                         f"({what}), data {details}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from keel.native._kvm import ffi
 from keel.vmm.errors import GuestMemoryError
 
 logger = logging.getLogger("keel.vmm")
@@ -122,6 +123,17 @@ class GuestMemory:
         """A writable view of guest RAM (guest-physical to host translation, zero copy)."""
         region, offset = self._locate(address, length)
         return memoryview(region.mapping)[offset : offset + length]
+
+    def host_address(self, address: int, length: int) -> int:
+        """The host virtual address of guest-physical [address, address + length), for
+        syscalls that take pointers (readv/writev iovecs, io_uring). Valid while this
+        GuestMemory is open; the range is checked like any access."""
+        region, offset = self._locate(address, length)
+        anchor = ffi.from_buffer(region.mapping)
+        try:
+            return int(ffi.cast("uintptr_t", anchor)) + offset
+        finally:
+            ffi.release(anchor)
 
     def read_int(self, address: int, size: int) -> int:
         return int.from_bytes(self.read(address, size), "little")

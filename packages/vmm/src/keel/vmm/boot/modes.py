@@ -42,6 +42,9 @@ SELECTOR_DATA = 0x10
 SELECTOR_TSS = 0x18
 DESCRIPTOR_SIZE = 8
 GDT_ENTRIES = 4
+PAGE_TABLE_SIZE = x86.PAGE_TABLE_ENTRIES * x86.PAGE_TABLE_ENTRY_SIZE
+PAGE_SHIFT = 12
+PAGE_SIZE_4K = 1 << PAGE_SHIFT
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ class Segment:
     granularity_4k: bool = True
 
     def descriptor(self) -> int:
-        """The 8-byte GDT descriptor encoding this segment."""
+        """The 8-byte GDT descriptor encoding this segment (the field split is the SDM's:
+        limit 15:0 and base 23:0 low, access byte at bit 40, limit 19:16 and flags at 48,
+        base 31:24 at 56)."""
         flags = ((1 if self.granularity_4k else 0) << 3 | (1 if self.default_32bit else 0) << 2
                  | (1 if self.long_code else 0) << 1)
         access = 1 << 7 | (1 if self.code_or_data else 0) << 4 | self.type
@@ -70,8 +75,8 @@ class Segment:
         kvm_segment.type = self.type
         kvm_segment.base = self.base
         limit = self.limit
-        if self.granularity_4k:
-            limit = (limit << 12) | 0xFFF
+        if self.granularity_4k:  # KVM wants the limit in bytes
+            limit = (limit << PAGE_SHIFT) | (PAGE_SIZE_4K - 1)
         kvm_segment.limit = limit
         kvm_segment.present = 1
         kvm_segment.dpl = 0
@@ -103,19 +108,19 @@ def write_identity_page_tables(memory: GuestMemory) -> int:
     """Identity-map the low 4 GiB with 2 MiB pages (user-accessible); returns CR3."""
     flags = x86.PTE_PRESENT | x86.PTE_WRITABLE | x86.PTE_USER
     memory.write(layout.PML4_ADDRESS,
-                 struct.pack("<Q", layout.PDPT_ADDRESS | flags).ljust(4096, b"\0"))
+                 struct.pack("<Q", layout.PDPT_ADDRESS | flags).ljust(PAGE_TABLE_SIZE, b"\0"))
     pdpt = b"".join(
-        struct.pack("<Q", (layout.PAGE_DIRECTORY_ADDRESS + gib * 4096) | flags)
+        struct.pack("<Q", (layout.PAGE_DIRECTORY_ADDRESS + gib * PAGE_TABLE_SIZE) | flags)
         for gib in range(layout.IDENTITY_MAPPED_GIB)
     )
-    memory.write(layout.PDPT_ADDRESS, pdpt.ljust(4096, b"\0"))
+    memory.write(layout.PDPT_ADDRESS, pdpt.ljust(PAGE_TABLE_SIZE, b"\0"))
     for gib in range(layout.IDENTITY_MAPPED_GIB):
         directory = b"".join(
             struct.pack("<Q", (gib * x86.GIB + entry * x86.LARGE_PAGE_SIZE)
                         | flags | x86.PTE_LARGE_PAGE)
             for entry in range(x86.PAGE_TABLE_ENTRIES)
         )
-        memory.write(layout.PAGE_DIRECTORY_ADDRESS + gib * 4096, directory)
+        memory.write(layout.PAGE_DIRECTORY_ADDRESS + gib * PAGE_TABLE_SIZE, directory)
     return layout.PML4_ADDRESS
 
 
