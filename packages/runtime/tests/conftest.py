@@ -19,8 +19,11 @@ class Runner:
     def __init__(self, driver: str) -> None:
         self.driver = driver
 
-    def __call__(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return keel.runtime.run(function, *args, driver=self.driver)
+    def __call__(self, function: Callable[..., Awaitable[T]], *args: Any,
+                 ring_entries: int | None = None) -> T:
+        # strict: a test that leaves a kernel operation in flight fails (runtime leak check).
+        return keel.runtime.run(function, *args, driver=self.driver, strict=True,
+                                ring_entries=ring_entries)
 
 
 @pytest.fixture(params=DRIVERS)

@@ -38,6 +38,8 @@ logger = logging.getLogger("keel.runtime")
 
 T = TypeVar("T")
 SHUTDOWN_GRACE_SECONDS = 5.0
+DRAIN_TURNS = 20
+DRAIN_POLL_SECONDS = 0.01
 _local = threading.local()
 
 
@@ -521,7 +523,8 @@ class Runtime:
             except Exception:
                 logger.exception("thread-safe callback %r failed", callback)
 
-    def run(self, function: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+    def run(self, function: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+            strict: bool = False) -> T:
         if getattr(_local, "runtime", None) is not None:
             raise RuntimeError_("a keel runtime is already running on this thread")
         _local.runtime = self
@@ -533,26 +536,42 @@ class Runtime:
                 while not main.done:
                     self._turn(finished)
             finally:
-                self._shutdown()
+                self._shutdown(strict)
             if main._error is not None:
                 raise main._error
             return main._result  # type: ignore[return-value]
         finally:
             _local.runtime = None
 
-    def _shutdown(self) -> None:
-        """Cancel every remaining task, wait (bounded) for them, then close the driver."""
+    def _shutdown(self, strict: bool) -> None:
+        """Cancel every remaining task, wait (bounded) for them, then close the driver.
+
+        The leak check: tasks that do not end, and (with `strict`) kernel operations still
+        in flight once every task ended, which means a resource was never closed.
+        """
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         try:
             self.root_scope.cancel()
             while self._tasks and time.monotonic() < deadline:
                 self._turn(self._no_tasks)
             stuck = sorted(task.name for task in self._tasks)
+            # Cancellations submitted by the last closes complete within a few turns.
+            for _ in range(DRAIN_TURNS):
+                if not self.driver.in_flight():
+                    break
+                self.driver.poll(DRAIN_POLL_SECONDS)
+            open_operations = self.driver.in_flight()
         finally:
             self.driver.close()
         if stuck:
             raise LeakError(f"tasks still running {SHUTDOWN_GRACE_SECONDS} s after shutdown "
                             f"began: {stuck}")
+        if open_operations:
+            message = (f"{open_operations} I/O operations were still in flight after every "
+                       "task ended (a listener, stream or file left open?)")
+            if strict:
+                raise LeakError(message)
+            logger.warning(message)
 
 
 def _done_checker(task: Task[Any]) -> Callable[[], bool]:
@@ -560,16 +579,17 @@ def _done_checker(task: Task[Any]) -> Callable[[], bool]:
 
 
 def run(function: Callable[..., Awaitable[T]], *args: Any, driver: str | Driver | None = None,
-        ring_entries: int | None = None) -> T:
+        ring_entries: int | None = None, strict: bool = False) -> T:
     """Run `function(*args)` as the main task of a new runtime on this thread.
 
     `driver` is "io_uring", "epoll", a Driver instance, or None for the probe's choice
-    (overridden by the KEEL_RUNTIME_DRIVER environment variable).
+    (overridden by the KEEL_RUNTIME_DRIVER environment variable). `strict` turns the
+    shutdown leak check's warning (operations still in flight) into a LeakError.
     """
     from keel.runtime.drivers import create_driver
 
     chosen = create_driver(driver, ring_entries=ring_entries)
-    return Runtime(chosen).run(function, args)
+    return Runtime(chosen).run(function, args, strict)
 
 
 def spawn(function: Callable[..., Awaitable[T]], *args: Any, name: str | None = None) -> Task[T]:
