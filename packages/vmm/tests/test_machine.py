@@ -191,3 +191,20 @@ def test_serial_input_interrupt_reaches_the_guest_through_pic_and_lint0(
         outcome = vm.wait(20)
     assert outcome.reason == "debug-exit" and outcome.status >= 1  # interrupts taken
     assert output.decode().splitlines()[-1] == "interrupts: got ring"
+
+
+def test_a_vm_that_cannot_be_built_releases_what_it_had(tmp_path: Path) -> None:
+    import os
+
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(VmStateError, match="vcpu_count"):
+        Vm(MEMORY, vcpu_count=0)
+    from keel.vmm.errors import CpuTemplateError
+
+    with pytest.raises(CpuTemplateError, match="'nonesuch'"):
+        Vm(MEMORY, cpu_template="nonesuch")
+    from keel.vmm.errors import GuestMemoryError
+
+    with pytest.raises(GuestMemoryError, match="multiple of"):
+        Vm(MEMORY + 1)
+    assert sorted(os.listdir("/proc/self/fd")) == before

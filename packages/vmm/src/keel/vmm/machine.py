@@ -362,7 +362,8 @@ class Vm:
             runner.vcpu.close()
         if hasattr(self, "_vm"):
             self._vm.close()
-        self._kvm.close()
+        if hasattr(self, "_kvm"):
+            self._kvm.close()
         if hasattr(self, "memory"):
             self.memory.close()
 
