@@ -120,6 +120,11 @@ def test_optional_scalars_both_ways(library: Any) -> None:
 def test_struct_of_256_bytes(library: Any) -> None:
     block = Block(list(range(10)), *range(30))
     assert library.block_sum(block) == sum(range(10)) + 0 + 1 + 2 + 29
+    too_big = Block([], *range(29), 2**63)
+    with pytest.raises(ArgumentRangeError, match=r"block_sum\(block\)\.a29 = 9223372036854775808"):
+        library.block_sum(too_big)
+    with pytest.raises(ArgumentRangeError, match=r"block_sum\(block\)\.values\[1\] = -9223"):
+        library.block_sum(Block([0, -(2**63) - 1], *range(30)))
 
 
 def test_go_reads_bytes_str_and_scalar_buffers_in_place(library: Any) -> None:
@@ -235,9 +240,10 @@ def test_calls_after_close_raise_before_reaching_go(built_example: Any) -> None:
 
 def test_scalar_methods_take_the_c_fast_path(library: Any) -> None:
     for name in ("empty", "divide", "checked_add", "scale", "is_even", "sleep", "hash",
-                 "hash_text", "fail"):
+                 "hash_text", "fail", "sum_int32", "block_sum"):
         assert type(getattr(library, name)).__name__ == "builtin_function_or_method", name
-    for name in ("sum_int32", "parse_record", "block_sum"):  # lists, structs: cffi path
+    # Nested or optional structs, lists of structs, non-scalar results: the checked path.
+    for name in ("parse_record", "describe", "echo_records", "echo_widths", "maybe_double"):
         assert type(getattr(library, name)).__name__ == "function", name
 
 

@@ -17,24 +17,118 @@ from pathlib import Path
 
 from keel.ffi import cdecl
 from keel.ffi.errors import BuildError
-from keel.ffi.model import BytesType, Interface, Method, ScalarType, StringType, TypeRef
+from keel.ffi.model import (
+    BytesType,
+    Interface,
+    ListType,
+    Method,
+    ScalarType,
+    StringType,
+    StructType,
+    TypeRef,
+)
 
 COMPILE_TIMEOUT_SECONDS = 300
 
 
-FAST_PARAMETERS = (ScalarType, StringType, BytesType)
+FAST_VALUES = (ScalarType, StringType, BytesType)
+
+
+def _scalar_list(type_ref: TypeRef) -> bool:
+    return isinstance(type_ref, ListType) and isinstance(type_ref.element, ScalarType)
+
+
+def _flat_struct(type_ref: TypeRef) -> bool:
+    """A dataclass of scalars, str, bytes and lists of scalars: convertible in C."""
+    return isinstance(type_ref, StructType) and all(
+        isinstance(field.type, FAST_VALUES) or _scalar_list(field.type)
+        for field in type_ref.fields)
 
 
 def eligible(method: Method) -> bool:
     return (not method.is_async
-            and all(isinstance(parameter.type, FAST_PARAMETERS)
-                    for parameter in method.parameters)
+            and all(isinstance(parameter.type, FAST_VALUES) or _flat_struct(parameter.type)
+                    or _scalar_list(parameter.type) for parameter in method.parameters)
             and (method.returns is None or isinstance(method.returns, ScalarType)))
 
 
-def _convert(index: int, parameter_type: TypeRef, target: str) -> str:
-    """C statements converting args[index] into target, or `goto fallback`."""
-    item = f"args[{index}]"
+class _Context:
+    """Counters for one generated function: held references and owned buffers."""
+
+    def __init__(self, classes: list[StructType], names: list[str]) -> None:
+        self.classes = classes
+        self.names = names
+        self.references = 0
+        self.buffers = 0
+
+    def class_index(self, struct: StructType) -> int:
+        if struct not in self.classes:
+            self.classes.append(struct)
+        return self.classes.index(struct)
+
+    def name_index(self, name: str) -> int:
+        if name not in self.names:
+            self.names.append(name)
+        return self.names.index(name)
+
+
+def _convert_struct(item: str, struct: StructType, target: str, context: _Context) -> str:
+    """Exact type, then each attribute (held until the call returns) into its C field."""
+    lines = [f"    if (Py_TYPE({item}) != (PyTypeObject *)keel_classes"
+             f"[{context.class_index(struct)}]) goto fallback;"]
+    for field in struct.fields:
+        reference = f"references[{context.references}]"
+        context.references += 1
+        lines += [f"    {reference} = PyObject_GetAttr({item}, "
+                  f"keel_names[{context.name_index(field.name)}]);",
+                  f"    if ({reference} == NULL) {{",
+                  "        PyErr_Clear();",
+                  "        goto fallback;",
+                  "    }"]
+        field_target = f"{target}.{field.name}"
+        if isinstance(field.type, ListType):
+            lines.append(_convert_list(reference, field.type, field_target, context).rstrip())
+        else:
+            lines.append(_convert_item(reference, field.type, field_target, context).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _convert_list(item: str, list_type: ListType, target: str, context: _Context) -> str:
+    """An exact list of scalars, converted into one PyMem buffer freed after the call
+    (array.array and other buffers take the checked path, which reads them in place)."""
+    assert isinstance(list_type.element, ScalarType)
+    element = list_type.element.scalar.c_type
+    owned = f"buffers[{context.buffers}]"
+    context.buffers += 1
+    return "\n".join([
+        f"    if (!PyList_CheckExact({item})) goto fallback;",
+        "    {",
+        f"        Py_ssize_t length = PyList_GET_SIZE({item});",
+        f"        {element} *elements = NULL;",
+        "        if (length > 0) {",
+        f"            elements = PyMem_Malloc((size_t)length * sizeof({element}));",
+        "            if (elements == NULL) goto fallback;",
+        f"            {owned} = elements;",
+        "        }",
+        "        for (Py_ssize_t position = 0; position < length; position++) {",
+        f"            PyObject *element = PyList_GET_ITEM({item}, position);",
+        _convert_item("element", list_type.element, "elements[position]", context).rstrip(),
+        "        }",
+        f"        {target}.data = elements;",
+        f"        {target}.size = (int64_t)length;",
+        "    }"]) + "\n"
+
+
+def _convert(index: int, parameter_type: TypeRef, target: str, context: _Context) -> str:
+    return _convert_item(f"args[{index}]", parameter_type, target, context)
+
+
+def _convert_item(item: str, parameter_type: TypeRef, target: str, context: _Context) -> str:
+    """C statements converting the object `item` into target, or `goto fallback`."""
+    if isinstance(parameter_type, StructType):
+        return _convert_struct(item, parameter_type, target, context)
+    if isinstance(parameter_type, ListType):
+        return _convert_list(item, parameter_type, target, context)
     if isinstance(parameter_type, BytesType):
         # Exact bytes only (other buffers take the checked path); read in place.
         return (f"    if (!PyBytes_CheckExact({item})) goto fallback;\n"
@@ -84,42 +178,73 @@ def _convert(index: int, parameter_type: TypeRef, target: str) -> str:
 
 def _result(returns: ScalarType | None) -> str:
     if returns is None:
-        return "    Py_RETURN_NONE;\n"
+        return "    returned = Py_NewRef(Py_None);\n"
     scalar = returns.scalar
     if scalar.name == "bool":
-        return "    return PyBool_FromLong(result.value != 0);\n"
+        return "    returned = PyBool_FromLong(result.value != 0);\n"
     if scalar.python_type is float:
-        return "    return PyFloat_FromDouble((double)result.value);\n"
+        return "    returned = PyFloat_FromDouble((double)result.value);\n"
     if scalar.name == "uint64":
-        return "    return PyLong_FromUnsignedLongLong(result.value);\n"
-    return "    return PyLong_FromLongLong((long long)result.value);\n"
+        return "    returned = PyLong_FromUnsignedLongLong(result.value);\n"
+    return "    returned = PyLong_FromLongLong((long long)result.value);\n"
 
 
-def _function(interface: Interface, method: Method, index: int) -> str:
+def fast_classes(interface: Interface) -> list[type]:
+    """The dataclasses the fast path checks, in the order its C table holds them."""
+    classes: list[type] = []
+    for method in interface.methods:
+        if eligible(method):
+            for parameter in method.parameters:
+                if (isinstance(parameter.type, StructType)
+                        and parameter.type.python_class not in classes):
+                    classes.append(parameter.type.python_class)
+    return classes
+
+
+def _function(interface: Interface, method: Method, index: int, context: _Context) -> str:
     export = cdecl.export_name(interface, method)
-    lines = [f"static PyObject *fast_{method.name}(PyObject *self, PyObject *const *args, "
-             "size_t nargsf, PyObject *kwnames) {",
-             "    Py_ssize_t count = PyVectorcall_NARGS(nargsf);",
-             f"    if (kwnames != NULL || count != {len(method.parameters)}) goto fallback;"]
+    context.references = context.buffers = 0
+    body = []
     call_arguments = []
     if method.parameters:
-        lines.append(f"    {cdecl.args_type(interface, method)} arguments;")
+        body.append(f"    {cdecl.args_type(interface, method)} arguments;")
         call_arguments.append("&arguments")
     if method.returns is not None:
-        lines.append(f"    {cdecl.result_type(interface, method)} result;")
-        lines.append("    result.arena = NULL;")
+        body.append(f"    {cdecl.result_type(interface, method)} result;")
+        body.append("    result.arena = NULL;")
         call_arguments.append("&result")
     for position, parameter in enumerate(method.parameters):
-        lines.append(_convert(position, parameter.type, f"arguments.{parameter.name}").rstrip())
-    lines += ["    int64_t status;",
-              "    Py_BEGIN_ALLOW_THREADS",
-              f"    status = {export}({', '.join(call_arguments)});",
-              "    Py_END_ALLOW_THREADS",
-              f"    if (status) return keel_raise({index}, status);"]
+        body.append(_convert(position, parameter.type, f"arguments.{parameter.name}",
+                             context).rstrip())
     returns = method.returns if isinstance(method.returns, ScalarType) else None
-    lines.append(_result(returns).rstrip())
-    lines += ["fallback:",
-              f"    return keel_fallback({index}, args, nargsf, kwnames);", "}", ""]
+    references, buffers = max(context.references, 1), max(context.buffers, 1)
+    lines = [f"static PyObject *fast_{method.name}(PyObject *self, PyObject *const *args, "
+             "size_t nargsf, PyObject *kwnames) {",
+             f"    PyObject *references[{references}] = {{NULL}};",
+             f"    void *buffers[{buffers}] = {{NULL}};",
+             "    PyObject *returned = NULL;",
+             "    int fell_back = 0;",
+             "    int64_t status;",
+             "    Py_ssize_t count = PyVectorcall_NARGS(nargsf);",
+             f"    if (kwnames != NULL || count != {len(method.parameters)}) goto fallback;",
+             *body,
+             "    Py_BEGIN_ALLOW_THREADS",
+             f"    status = {export}({', '.join(call_arguments)});",
+             "    Py_END_ALLOW_THREADS",
+             "    if (status) {",
+             f"        returned = keel_raise({index}, status);",
+             "        goto done;",
+             "    }",
+             _result(returns).rstrip(),
+             "    goto done;",
+             "fallback:",
+             "    fell_back = 1;",
+             "done:",
+             f"    for (int held = 0; held < {references}; held++) Py_XDECREF(references[held]);",
+             f"    for (int held = 0; held < {buffers}; held++) PyMem_Free(buffers[held]);",
+             f"    if (fell_back) return keel_fallback({index}, args, nargsf, kwnames);",
+             "    return returned;",
+             "}", ""]
     return "\n".join(lines)
 
 
@@ -130,8 +255,11 @@ def source(interface: Interface, library_header: str) -> str:
     """The module's C source; the build puts its module name in place of @MODULE@."""
     module = MODULE_PLACEHOLDER
     methods = [method for method in interface.methods if eligible(method)]
-    functions = "\n".join(_function(interface, method, index)
+    context = _Context([], [])
+    functions = "\n".join(_function(interface, method, index, context)
                           for index, method in enumerate(methods))
+    assert [struct.python_class for struct in context.classes] == fast_classes(interface)
+    names = ", ".join(f'"{name}"' for name in context.names) or "NULL"
     table = "\n".join(f'    {{"{method.name}", (PyCFunction)(void (*)(void))fast_{method.name}, '
                       "METH_FASTCALL | METH_KEYWORDS, NULL},"
                       for method in methods)
@@ -143,6 +271,12 @@ def source(interface: Interface, library_header: str) -> str:
 #include "{library_header}"
 
 #define KEEL_METHODS {len(methods)}
+#define KEEL_CLASSES {len(context.classes)}
+#define KEEL_NAMES {len(context.names)}
+/* The dataclasses (exact types) and interned field names the conversions use. */
+static PyObject *keel_classes[KEEL_CLASSES > 0 ? KEEL_CLASSES : 1];
+static PyObject *keel_names[KEEL_NAMES > 0 ? KEEL_NAMES : 1];
+static const char *keel_name_texts[KEEL_NAMES > 0 ? KEEL_NAMES : 1] = {{{names}}};
 /* Per method: the checked Python path (used for anything unusual) and the error factory. */
 static PyObject *keel_fallbacks[KEEL_METHODS > 0 ? KEEL_METHODS : 1];
 static PyObject *keel_error_factories[KEEL_METHODS > 0 ? KEEL_METHODS : 1];
@@ -168,10 +302,19 @@ static PyObject *keel_raise(int index, int64_t status) {{
 
 {functions}
 static PyObject *keel_setup(PyObject *self, PyObject *arguments) {{
-    PyObject *fallbacks, *factories;
-    if (!PyArg_ParseTuple(arguments, "O!O!", &PyTuple_Type, &fallbacks, &PyTuple_Type,
-                          &factories))
+    PyObject *fallbacks, *factories, *classes;
+    if (!PyArg_ParseTuple(arguments, "O!O!O!", &PyTuple_Type, &fallbacks, &PyTuple_Type,
+                          &factories, &PyTuple_Type, &classes))
         return NULL;
+    if (PyTuple_GET_SIZE(classes) != KEEL_CLASSES) {{
+        PyErr_SetString(PyExc_ValueError, "keel.ffi fast path: wrong number of classes");
+        return NULL;
+    }}
+    for (int index = 0; index < KEEL_CLASSES; index++) {{
+        PyObject *cls = PyTuple_GET_ITEM(classes, index);
+        Py_INCREF(cls);
+        Py_XSETREF(keel_classes[index], cls);
+    }}
     if (PyTuple_GET_SIZE(fallbacks) != KEEL_METHODS
             || PyTuple_GET_SIZE(factories) != KEEL_METHODS) {{
         PyErr_SetString(PyExc_ValueError, "keel.ffi fast path: wrong number of methods");
@@ -198,7 +341,13 @@ static struct PyModuleDef keel_module = {{
     PyModuleDef_HEAD_INIT, "{module}", NULL, -1, keel_methods
 }};
 
-PyMODINIT_FUNC PyInit_{module}(void) {{ return PyModule_Create(&keel_module); }}
+PyMODINIT_FUNC PyInit_{module}(void) {{
+    for (int index = 0; index < KEEL_NAMES; index++) {{
+        keel_names[index] = PyUnicode_InternFromString(keel_name_texts[index]);
+        if (keel_names[index] == NULL) return NULL;
+    }}
+    return PyModule_Create(&keel_module);
+}}
 """
 
 

@@ -10,6 +10,7 @@ cffi, so from the compiler); only variable-size fields go through their codecs.
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,26 @@ from keel.ffi.errors import ArgumentTypeError
 Prepare = Callable[[Any, str], int]
 Write = Callable[[Any, Any, Any, list[Any]], None]
 Read = Callable[[Any], Any]
+# From this many scalar fields of one type on, a dataclass is checked with C loops over a
+# tuple of its fields (set of types, min, max) instead of one Python test per field.
+VECTORIZED_FIELDS = 4
+
+
+def _uniform_condition(codecs: list[ScalarCodec]) -> str | None:
+    """A condition true when the tuple `scalars` is fine, if every field has one type."""
+    names = {codec.scalar.name for codec in codecs}
+    if len(codecs) < VECTORIZED_FIELDS or len(names) != 1:
+        return None
+    codec = codecs[0]
+    name = codec.scalar.name
+    if name == "bool":
+        return "set(map(type, scalars)) == BOOL_ONLY"
+    if name == "float64":
+        return "set(map(type, scalars)) <= FLOAT_OR_INT"
+    if name == "float32":
+        return None
+    return (f"set(map(type, scalars)) == INT_ONLY and min(scalars) >= {codec.minimum} "
+            f"and max(scalars) <= {codec.maximum}")
 
 
 def _scalar_condition(codec: ScalarCodec, variable: str) -> str:
@@ -62,7 +83,8 @@ def compile_layout(ffi: Any, c_type: str, fields: list[tuple[str, Codec]],
     from_object = python_class is not None
     namespace: dict[str, Any] = {
         "ArgumentTypeError": ArgumentTypeError, "FLOAT32_MAX": FLOAT32_MAX,
-        "python_class": python_class, "buffer": ffi.buffer,
+        "python_class": python_class, "buffer": ffi.buffer, "BOOL_ONLY": {bool},
+        "FLOAT_OR_INT": {float, int}, "INT_ONLY": {int},
     }
     ordered = sorted(fields, key=lambda item: ffi.offsetof(c_type, item[0]))
     scalar_names = [name for name, codec in ordered if isinstance(codec, ScalarCodec)]
@@ -82,25 +104,40 @@ def compile_layout(ffi: Any, c_type: str, fields: list[tuple[str, Codec]],
                     "        raise ArgumentTypeError(f'{where} must be a ' + "
                     "python_class.__name__ + ', not ' + type(value).__name__)"]
     prepare.append("    needed = 0")
+    scalar_codecs = [codec for _name, codec in ordered if isinstance(codec, ScalarCodec)]
+    uniform = _uniform_condition(scalar_codecs) if from_object else None
+    indent = "    "
+    if uniform is not None:
+        namespace["get_scalars"] = operator.attrgetter(*scalar_names)
+        prepare += ["    scalars = get_scalars(value)", f"    if not ({uniform}):"]
+        indent = "        "  # the per-field checks below run only to name what is wrong
     for index, (name, codec) in enumerate(fields):
         namespace[f"codec{index}"] = codec
+        if isinstance(codec, ScalarCodec):
+            variable = f"v{index}"
+            none_check = (f"raise ArgumentTypeError({label(name)} + "
+                          "' is None but is not optional')")
+            prepare += [f"{indent}{variable} = {access(name)}",
+                        f"{indent}if {_scalar_condition(codec, variable)}:",
+                        f"{indent}    if {variable} is None:",
+                        f"{indent}        {none_check}",
+                        f"{indent}    codec{index}.check({variable}, {label(name)})"]
+    for index, (name, codec) in enumerate(fields):
+        if isinstance(codec, ScalarCodec):
+            continue
         variable = f"v{index}"
         prepare.append(f"    {variable} = {access(name)}")
-        none_check = (f"raise ArgumentTypeError({label(name)} + "
-                      "' is None but is not optional')")
-        if isinstance(codec, ScalarCodec):
-            prepare += [f"    if {_scalar_condition(codec, variable)}:",
-                        f"        if {variable} is None:",
-                        f"            {none_check}",
-                        f"        codec{index}.check({variable}, {label(name)})"]
-        else:
-            if not isinstance(codec, OptionalCodec):
-                prepare += [f"    if {variable} is None:", f"        {none_check}"]
-            prepare.append(f"    needed += codec{index}.prepare({variable}, {label(name)})")
+        if not isinstance(codec, OptionalCodec):
+            prepare += [f"    if {variable} is None:",
+                        f"        raise ArgumentTypeError({label(name)} + "
+                        "' is None but is not optional')"]
+        prepare.append(f"    needed += codec{index}.prepare({variable}, {label(name)})")
     prepare.append("    return needed")
 
     write = ["def write(pointer, value, arena, keep):"]
-    if packer is not None:
+    if packer is not None and uniform is not None:
+        write.append("    packer.pack_into(buffer(pointer), 0, *get_scalars(value))")
+    elif packer is not None:
         values = ", ".join(access(name) for name in scalar_names)
         write.append(f"    packer.pack_into(buffer(pointer), 0, {values})")
     for index, (name, codec) in enumerate(fields):

@@ -312,7 +312,7 @@ class GoLibrary:
         fallbacks = tuple(self._methods[method.name] for method in eligible)
         factories = tuple(self._error_factory(f"{self._model.name}.{method.name}")
                           for method in eligible)
-        fast._setup(fallbacks, factories)
+        fast._setup(fallbacks, factories, tuple(fastgen.fast_classes(self._model)))
         for method in eligible:
             setattr(self, method.name, getattr(fast, method.name))
 
