@@ -7,8 +7,8 @@ the order rotating by round), reporting medians over rounds and the ratio keel/p
               compiles with gcc (the cheapest way Python can call native code with the GIL
               released).
 - ctypes->Go: ctypes calling the very same Go exports (what people do without keel).
-Async calls/s run under asyncio (and trio; keel.runtime when it registers a keel.ffi loop
-adapter). The async peers are the usual way to call blocking native code from asyncio:
+Async calls/s run under asyncio, trio and keel.runtime's scheduler (when installed).
+The async peers are the usual way to call blocking native code from asyncio:
 `loop.run_in_executor` on a thread pool, with ctypes into Go and cffi into C.
 
 Cores: the Python thread that calls is pinned to core 1; every other thread (Go's runtime
@@ -46,7 +46,6 @@ sys.path.insert(0, str(EXAMPLE))
 from hashing_binding import HashingLibrary  # noqa: E402
 from hashing_iface import Block  # noqa: E402
 
-from keel.ffi import loops  # noqa: E402
 from keel.ffi.build import build_cached  # noqa: E402
 from keel.ffi.toolchain import CACHE_ROOT, find_toolchain  # noqa: E402
 
@@ -256,13 +255,10 @@ def keel_trio(library: HashingLibrary, total: int) -> float:
 
 
 def keel_runtime_rate(library: HashingLibrary, total: int) -> float | None:
-    """Under keel.runtime, when it is installed and has registered a keel.ffi loop adapter."""
+    """Under keel.runtime's own scheduler, when keel-runtime is installed."""
     try:
         import keel.runtime as runtime
     except ImportError:
-        return None
-    loops._load_entry_points()
-    if not any("runtime" in type(adapter).__module__ for adapter in loops._registered):
         return None
 
     async def main() -> float:
@@ -393,7 +389,7 @@ def main() -> None:
                                                                  "samples": runtime_samples}
         print(f"{'keel keel.runtime':<36}{median:>12.0f}{keel_async / median:>21.2f}x")
     else:
-        print("keel.runtime: not measured (no keel.ffi loop adapter registered by keel.runtime)")
+        print("keel.runtime: not measured (keel-runtime is not installed)")
     if options.json:
         options.json.write_text(json.dumps(report, indent=2) + "\n")
 

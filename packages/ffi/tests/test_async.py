@@ -178,3 +178,27 @@ def test_async_panic_becomes_go_panic(library: Any) -> None:
         assert await library.slow_square(2, SHORT_MS) == 4
 
     asyncio.run(main())
+
+
+def test_keel_runtime_tasks(library: Any) -> None:
+    runtime = pytest.importorskip(
+        "keel.runtime", reason="keel-runtime is not installed here (the ffi nox session "
+        "installs keel-native and keel-ffi only); the system Python and the bench have it")
+    results: dict[int, int] = {}
+
+    async def one(index: int) -> None:
+        results[index] = await library.slow_square(index, SHORT_MS)
+
+    async def main() -> None:
+        assert await library.slow_square(11, SHORT_MS) == 121
+        async with runtime.TaskGroup() as group:
+            for index in range(CONCURRENT_CALLS):
+                group.spawn(one, index)
+        with runtime.move_on_after(0.05) as scope:
+            await library.slow_square(5, LONG_MS)
+        assert scope.cancelled_caught
+        assert await library.slow_square(4, SHORT_MS) == 16
+
+    runtime.run(main)
+    assert results == {index: index * index for index in range(CONCURRENT_CALLS)}
+    assert pending_calls(library) == 0

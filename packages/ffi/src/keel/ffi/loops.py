@@ -10,6 +10,7 @@ plugs in through `register_loop_adapter` or the `keel.ffi.loop_adapters` entry-p
 from __future__ import annotations
 
 import asyncio
+import importlib
 import importlib.metadata
 import logging
 import sys
@@ -101,8 +102,39 @@ class TrioAdapter:
         return event
 
 
+class KeelRuntimeAdapter:
+    """keel.runtime's own tasks: its driver's wait_readable (io_uring POLL_ADD or epoll) and
+    its Event. keel.ffi never imports keel.runtime: this adapter only answers when the caller
+    has already imported it and a keel.runtime loop is running on this thread.
+    (keel.runtime's asyncio loop is served by the asyncio adapter.)"""
+
+    name = "keel.runtime"
+    MODULE = "keel.runtime"
+
+    def _runtime(self) -> Any:
+        module = sys.modules.get(self.MODULE)
+        if module is None:
+            return None
+        try:
+            return module.current_runtime()
+        except Exception:  # keel.runtime.NoRuntimeError: no keel loop on this thread
+            return None
+
+    def current(self) -> object | None:
+        runtime: object | None = self._runtime()
+        return runtime
+
+    async def wait_readable(self, fd: int) -> None:
+        await self._runtime().driver.wait_readable(fd)
+
+    def new_event(self) -> LoopEvent:
+        synchronisation = importlib.import_module(f"{self.MODULE}.sync")
+        event: LoopEvent = synchronisation.Event()
+        return event
+
+
 _registered: list[LoopAdapter] = []
-_builtin: list[LoopAdapter] = [AsyncioAdapter(), TrioAdapter()]
+_builtin: list[LoopAdapter] = [KeelRuntimeAdapter(), AsyncioAdapter(), TrioAdapter()]
 _entry_points_loaded = False
 
 
