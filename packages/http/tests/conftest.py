@@ -14,7 +14,7 @@ import pytest
 from keel.http import Server, ServerConfig
 from keel.http.server.backend import get_backend
 
-BACKENDS = ["asyncio", "trio"]
+BACKENDS = ["runtime", "asyncio", "trio"]
 
 
 def _warm_up_uvloop() -> None:

@@ -14,11 +14,17 @@ from typing import Any
 
 import click
 
+from keel.http.app_adapter import is_asgi
 from keel.http.config import ServerConfig, Timeouts
 from keel.http.errors import HttpError
 from keel.http.server.backend import BACKEND_NAMES, DEFAULT_BACKEND
 from keel.http.server.run import serve
-from keel.http.server.server import DEFAULT_HOST, DEFAULT_PORT, tls_context
+from keel.http.server.server import (
+    ASGI_DEFAULT_BACKEND,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    tls_context,
+)
 
 MAX_PORT = 65535
 
@@ -59,8 +65,9 @@ def http() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Worker processes (one per core is typical); they share the port "
                    "with SO_REUSEPORT.")
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=DEFAULT_BACKEND,
-              show_default=True, help="Event loop to run on.")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
+              help=f"Event loop to run on [default: {DEFAULT_BACKEND} for keel apps, "
+                   f"{ASGI_DEFAULT_BACKEND} for ASGI apps].")
 @click.option("--certfile", type=click.Path(exists=True, dir_okay=False),
               help="PEM certificate (chain) to serve HTTPS.")
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False),
@@ -69,19 +76,17 @@ def http() -> None:
               help="Log one line per request on keel.http.access.")
 @click.option("--idle-timeout", default=Timeouts().idle, show_default=True, type=float,
               help="Seconds a keep-alive connection may stay idle.")
-def serve_command(app: str, host: str, port: int, workers: int, backend: str,
+def serve_command(app: str, host: str, port: int, workers: int, backend: str | None,
                   certfile: str | None, keyfile: str | None, access_log: bool,
                   idle_timeout: float) -> None:
     """Serve APP, given as module:attribute (a keel Router or any ASGI 3 application)."""
+    application = load_app(app)
+    if backend is None:
+        backend = ASGI_DEFAULT_BACKEND if is_asgi(application) else DEFAULT_BACKEND
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if access_log:
         logging.getLogger("keel.http.access").setLevel(logging.INFO)
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.WARNING, format="%(message)s")
-        access_handler = logging.StreamHandler()
-        access_handler.setFormatter(logging.Formatter("%(message)s"))
-        logging.getLogger("keel.http.access").addHandler(access_handler)
-        logging.getLogger("keel.http.access").propagate = False
-    application = load_app(app)
     if keyfile and not certfile:
         raise click.UsageError("--keyfile needs --certfile")
     try:

@@ -13,18 +13,28 @@ from typing import Any
 
 import sniffio
 
+RUNTIME = "keel.runtime"
+
 
 def _library() -> str:
     try:
         return sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:
+        pass
+    try:
+        import keel.runtime
+
+        keel.runtime.current_runtime()
+    except Exception:
         return "asyncio"
+    return RUNTIME
 
 
 @asynccontextmanager
 async def timeout(seconds: float) -> AsyncIterator[None]:
     """Raise TimeoutError if the body runs longer than `seconds`."""
-    if _library() == "trio":
+    library = _library()
+    if library == "trio":
         import trio
 
         try:
@@ -32,6 +42,11 @@ async def timeout(seconds: float) -> AsyncIterator[None]:
                 yield
         except trio.TooSlowError:
             raise TimeoutError(f"took longer than {seconds} s") from None
+    elif library == RUNTIME:
+        import keel.runtime
+
+        with keel.runtime.fail_after(seconds):  # raises TooSlowError, a TimeoutError
+            yield
     else:
         async with asyncio.timeout(seconds):
             yield
@@ -39,10 +54,15 @@ async def timeout(seconds: float) -> AsyncIterator[None]:
 
 async def sleep(seconds: float) -> None:
     """Sleep on whichever library is running."""
-    if _library() == "trio":
+    library = _library()
+    if library == "trio":
         import trio
 
         await trio.sleep(seconds)
+    elif library == RUNTIME:
+        import keel.runtime
+
+        await keel.runtime.sleep(seconds)
     else:
         await asyncio.sleep(seconds)
 
@@ -68,10 +88,15 @@ class Signal:
         if self._set:
             return
         if self._event is None:
-            if _library() == "trio":
+            library = _library()
+            if library == "trio":
                 import trio
 
                 self._event = trio.Event()
+            elif library == RUNTIME:
+                from keel.runtime.sync import Event
+
+                self._event = Event()
             else:
                 self._event = asyncio.Event()
         await self._event.wait()

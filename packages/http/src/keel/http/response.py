@@ -189,10 +189,12 @@ def into_response(value: Any) -> Response:
             return _body_response(value[1], value[0], None)
         raise ResponseError(f"a tuple response must be (status, body) or (status, headers, "
                             f"body), got {len(value)} items starting with {value[:1]!r}")
-    if isinstance(value, dict | list | msgspec.Struct) or dataclasses.is_dataclass(value):
+    if isinstance(value, dict | list | msgspec.Struct | int | float) or \
+            dataclasses.is_dataclass(value):
         return Response(encode_json(value), OK, None, JSON_TYPE)
     raise ResponseError(f"cannot turn {type(value).__name__} into a response; return str, "
-                        "bytes, dict, list, a dataclass, a msgspec Struct, a tuple or a Response")
+                        "bytes, a number, dict, list, a dataclass, a msgspec Struct, a tuple "
+                        "or a Response")
 
 
 def error_response(status: int, detail: object = None,

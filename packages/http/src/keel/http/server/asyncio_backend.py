@@ -12,8 +12,9 @@ import asyncio
 import signal
 import socket
 import ssl
+import types
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar, cast
 
@@ -38,6 +39,11 @@ class AsyncioStream(asyncio.Protocol):
         self._receive_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
+        self._parked: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._parked_at = 0.0
+        self._idle_timeout = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._continuations: set[asyncio.Task[None]] = set()
         self.peer: tuple[str, int] | None = None
         self.tls = False
 
@@ -63,6 +69,9 @@ class AsyncioStream(asyncio.Protocol):
             self._reading_paused = True
             if self._transport is not None:
                 self._transport.pause_reading()
+        if self._parked is not None:
+            self._wake_parked()
+            return
         waiter = self._receive_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -90,9 +99,50 @@ class AsyncioStream(asyncio.Protocol):
             waiter.set_result(None)
 
     def _wake_receiver(self) -> None:
+        if self._parked is not None:
+            self._wake_parked()
+            return
         waiter = self._receive_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    # -- parking: idle keep-alive connections wait without a task --
+
+    def park(self, continuation: Callable[[], Coroutine[Any, Any, None]],
+             idle_timeout: float | None) -> bool:
+        if self._buffer or self._eof or self._closed or idle_timeout is None:
+            return False
+        loop = asyncio.get_running_loop()
+        self._parked = continuation
+        self._parked_at = loop.time()
+        self._idle_timeout = idle_timeout
+        if self._idle_timer is None:
+            self._idle_timer = loop.call_at(self._parked_at + idle_timeout, self._check_idle)
+        return True
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self._parked is None:
+            return
+        loop = asyncio.get_running_loop()
+        remaining = self._parked_at + self._idle_timeout - loop.time()
+        if remaining > 0:
+            self._idle_timer = loop.call_later(remaining, self._check_idle)
+            return
+        self.abort()  # idle too long: the continuation sees EOF and closes
+
+    def _wake_parked(self) -> None:
+        continuation, self._parked = self._parked, None
+        if continuation is None:
+            return
+        coroutine = continuation()
+        try:
+            yielded = coroutine.send(None)  # inline: most requests finish right here
+        except StopIteration:
+            return
+        task = asyncio.ensure_future(_resume(coroutine, yielded))
+        self._continuations.add(task)
+        task.add_done_callback(self._continuations.discard)
 
     # -- Stream --
 
@@ -145,17 +195,44 @@ class AsyncioStream(asyncio.Protocol):
                 raise ClientDisconnected(f"{self.peer} read nothing for {timeout} s")
 
     async def close(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.close()
 
     def abort(self) -> None:
         transport = self._transport
-        if transport is not None:
-            transport.abort()
         self._closed = True
         self._eof = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if transport is not None:
+            transport.abort()
         self._wake_receiver()
+
+
+@types.coroutine
+def _resume(coroutine: Coroutine[Any, Any, None], yielded: Any) -> Generator[Any, Any, None]:
+    """Continue, inside a task, a coroutine that was started inline and then waited.
+
+    The first value it yielded (an asyncio future still marked blocking) goes to the task as
+    if the coroutine had yielded it there; afterwards values and exceptions pass through."""
+    while True:
+        try:
+            value = yield yielded
+        except BaseException as error:
+            try:
+                yielded = coroutine.throw(error)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = coroutine.send(value)
+            except StopIteration:
+                return
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

@@ -44,6 +44,12 @@ class Stream(Protocol):
         """Close now, waking a pending `receive` (used to end idle connections on shutdown)."""
         ...
 
+    # Optional: `park(continuation, idle_timeout) -> bool`. A stream that can run code when
+    # bytes arrive may take an idle connection over: the driver's task ends, and on the next
+    # bytes (or EOF, or after idle_timeout) the stream runs `continuation()` itself, inline
+    # until it first waits. The asyncio backend does this; it saves a task wake-up and a
+    # future per keep-alive request.
+
 
 class Event(Protocol):
     def set(self) -> None: ...
@@ -95,13 +101,17 @@ class Backend(Protocol):
         ...
 
 
-BACKEND_NAMES = ("asyncio", "trio")
-DEFAULT_BACKEND = "asyncio"
+BACKEND_NAMES = ("runtime", "asyncio", "trio")
+DEFAULT_BACKEND = "runtime"
 
 
 def get_backend(name: str | None = None) -> Backend:
-    """The backend called `name` (asyncio by default; see the README for keel.runtime)."""
+    """The backend called `name` (keel.runtime by default)."""
     chosen = name or DEFAULT_BACKEND
+    if chosen == "runtime":
+        from keel.http.server.runtime_backend import RuntimeBackend
+
+        return RuntimeBackend()
     if chosen == "asyncio":
         from keel.http.server.asyncio_backend import AsyncioBackend
 

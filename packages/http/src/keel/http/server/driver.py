@@ -35,6 +35,13 @@ INTERNAL_ERROR = 500
 ConnectionApp = Callable[[Request, Responder], Awaitable[None]]
 
 
+class _Parked:
+    """The stream took the idle connection over; no task waits for its next request."""
+
+
+PARKED = _Parked()
+
+
 class ConnectionRegistry(Protocol):
     """What a connection needs to know about the server it belongs to."""
 
@@ -70,12 +77,20 @@ class ConnectionDriver:
 
     async def run(self) -> None:
         """Serve until the peer leaves, an error closes the connection or the server drains."""
+        if self._registry is not None:
+            self._registry.add(self)
+        await self._continue()
+
+    async def _continue(self) -> None:
+        """The request loop; returns early, connection open, when the stream parks it."""
         registry = self._registry
-        if registry is not None:
-            registry.add(self)
+        parked = False
         try:
             while True:
                 head = await self._next_head()
+                if isinstance(head, _Parked):
+                    parked = True
+                    return
                 if head is None:
                     break
                 await self._serve(head)
@@ -86,11 +101,12 @@ class ConnectionDriver:
         except Exception:
             logger.exception("connection from %s failed", self.stream.peer)
         finally:
-            if registry is not None:
-                registry.discard(self)
-            await self.stream.close()
+            if not parked:
+                if registry is not None:
+                    registry.discard(self)
+                await self.stream.close()
 
-    async def _next_head(self) -> RequestHead | None:
+    async def _next_head(self) -> RequestHead | _Parked | None:
         core = self.core
         limits = self.config.limits
         timeouts = self.config.timeouts
@@ -112,6 +128,9 @@ class ConnectionDriver:
                     self.idle = True
                     if self._registry is not None and self._registry.draining:
                         return None
+                    park = getattr(self.stream, "park", None)
+                    if park is not None and park(self._continue, timeout):
+                        return PARKED
                 try:
                     data = await self.stream.receive(limits.read_size, timeout)
                 except ReceiveTimeout:

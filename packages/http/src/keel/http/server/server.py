@@ -25,6 +25,7 @@ logger = logging.getLogger("keel.http")
 SHUTDOWN_POLL_SECONDS = 0.05
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+ASGI_DEFAULT_BACKEND = "asyncio"
 
 
 class ServerError(HttpError):
@@ -73,11 +74,13 @@ class Server:
                  backend: Backend | str | None = None, config: ServerConfig | None = None,
                  ssl_context: ssl.SSLContext | None = None,
                  sockets: list[socket.socket] | None = None, reuse_port: bool = False) -> None:
-        from keel.http.app_adapter import as_connection_app
+        from keel.http.app_adapter import as_connection_app, is_asgi
 
         self.app: ConnectionApp = as_connection_app(app)
         self.host = host
         self.port = port
+        if backend is None and is_asgi(app):
+            backend = ASGI_DEFAULT_BACKEND  # ASGI apps lean on anyio/asyncio (threadpools...)
         self.backend = backend if not isinstance(backend, str | None) else get_backend(backend)
         self.config = config or ServerConfig()
         self.ssl_context = ssl_context
