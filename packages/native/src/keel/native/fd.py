@@ -16,7 +16,25 @@ from keel.native.errors import ClosedResourceError
 _CLOSED = -1
 
 
-class OwnedFd:
+class Closing:
+    """Context-manager protocol for anything with an idempotent close()."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class OwnedFd(Closing):
     """A file descriptor this object owns and closes exactly once."""
 
     __slots__ = ("_description", "_fd")
@@ -52,17 +70,6 @@ class OwnedFd:
             fd, self._fd = self._fd, _CLOSED
             os.close(fd)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __del__(self) -> None:
         # Last resort only: owners close explicitly, and the test plugin reports leaks.
         if getattr(self, "_fd", _CLOSED) != _CLOSED:
@@ -76,7 +83,7 @@ class OwnedFd:
         return f"<OwnedFd {self._description} {state}>"
 
 
-class FdResource:
+class FdResource(Closing):
     """Base for wrappers whose life is one owned descriptor: context manager and fileno()."""
 
     _owned: OwnedFd
@@ -93,14 +100,3 @@ class FdResource:
 
     def close(self) -> None:
         self._owned.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -9,13 +9,12 @@ only by the C helpers, with the acquire/release ordering io_uring(7) requires.
 from __future__ import annotations
 
 import errno
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from keel.native._uring import ffi, lib
 from keel.native.checks import UINT8_MAX, UINT32_MAX, require_int
 from keel.native.errors import ClosedResourceError, check_result
-from keel.native.fd import OwnedFd
+from keel.native.fd import Closing, OwnedFd
 
 CData = Any
 
@@ -108,7 +107,7 @@ class CqeBatch:
         return self._cqes
 
 
-class IoUring:
+class IoUring(Closing):
     """One io_uring instance: its descriptor, its mapped rings, and the calls on them."""
 
     def __init__(
@@ -151,17 +150,6 @@ class IoUring:
             lib.keel_ring_unmap(self._ring)
             self._mapped = False
         self._owned.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _live_ring(self) -> CData:
         if not self._mapped:

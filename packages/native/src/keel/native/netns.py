@@ -13,11 +13,11 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from keel.native._sys import lib
 from keel.native.errors import check_result
+from keel.native.fd import Closing
 
 NETNS_DIRECTORY = "/run/netns"
 NAME_PREFIX = "keel-"
@@ -30,7 +30,7 @@ def _ip(*arguments: str) -> None:
         raise RuntimeError(f"ip {' '.join(arguments)} failed: {completed.stderr.strip()}")
 
 
-class NetworkNamespace:
+class NetworkNamespace(Closing):
     """A named network namespace that this object creates and deletes."""
 
     def __init__(self, name: str | None = None) -> None:
@@ -80,13 +80,6 @@ class NetworkNamespace:
             self._deleted = True
             _ip("netns", "delete", self.name)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Same as delete(): what leaving a `with` block does."""
         self.delete()

@@ -21,18 +21,23 @@ def _compiler() -> str:
     return configured.split()[0]
 
 
-def integer_macros(
-    includes: list[str], prefixes: tuple[str, ...], exclude: frozenset[str] = frozenset()
-) -> list[str]:
-    """Names of the object-like macros with one of `prefixes` that `includes` define."""
+def _preprocess(includes: list[str], *flags: str) -> str:
+    """The C preprocessor's output for a file that includes `includes`."""
     source = "".join(f"#include <{header}>\n" for header in includes)
-    listing = subprocess.run(
-        [_compiler(), "-D_GNU_SOURCE", "-dM", "-E", "-x", "c", "-"],
+    return subprocess.run(
+        [_compiler(), "-D_GNU_SOURCE", *flags, "-x", "c", "-"],
         input=source,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+
+
+def integer_macros(
+    includes: list[str], prefixes: tuple[str, ...], exclude: frozenset[str] = frozenset()
+) -> list[str]:
+    """Names of the object-like macros with one of `prefixes` that `includes` define."""
+    listing = _preprocess(includes, "-dM", "-E")
     names: set[str] = set()
     for line in listing.splitlines():
         match = _OBJECT_LIKE_DEFINE.match(line)
@@ -65,14 +70,7 @@ def enum_constants(includes: list[str], prefixes: tuple[str, ...]) -> list[str]:
     Why: io_uring's opcodes and register codes are enumerators, which `cc -dM` does not
     list; we read them from the preprocessed header instead of copying them.
     """
-    source = "".join(f"#include <{header}>\n" for header in includes)
-    preprocessed = subprocess.run(
-        [_compiler(), "-D_GNU_SOURCE", "-E", "-P", "-x", "c", "-"],
-        input=source,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    preprocessed = _preprocess(includes, "-E", "-P")
     names: set[str] = set()
     for body in _ENUM_BODY.findall(preprocessed):
         for item in body.split(","):
