@@ -202,3 +202,26 @@ def test_keel_runtime_tasks(library: Any) -> None:
     runtime.run(main)
     assert results == {index: index * index for index in range(CONCURRENT_CALLS)}
     assert pending_calls(library) == 0
+
+
+def test_loops_in_several_threads_share_one_library(library: Any) -> None:
+    import threading
+
+    results: dict[int, list[int]] = {}
+
+    def run_loop(thread_index: int) -> None:
+        async def main() -> list[int]:
+            return list(await asyncio.gather(*[library.slow_square(thread_index * 100 + call,
+                                                                   SHORT_MS)
+                                               for call in range(50)]))
+
+        results[thread_index] = asyncio.run(main())
+
+    threads = [threading.Thread(target=run_loop, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == {index: [(index * 100 + call) ** 2 for call in range(50)]
+                       for index in range(4)}
+    assert pending_calls(library) == 0

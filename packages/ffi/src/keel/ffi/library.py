@@ -15,6 +15,7 @@ import inspect
 import itertools
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +97,9 @@ class GoLibrary:
         self._closed = False
         self._call_ids = itertools.count(1)
         self._completers: dict[object, Completer] = {}
+        # Loops in several threads may share the library: taking and returning completers
+        # (and the spare) happens under this lock.
+        self._completers_lock = threading.Lock()
         # One completer made now and reused by whichever loop needs one next: its eventfd
         # lives as long as the library, not as long as each burst of async calls.
         self._spare: Completer | None = Completer(self._ffi, self._lib)
@@ -326,26 +330,26 @@ class GoLibrary:
 
     def _completer(self) -> Completer:
         adapter, token = current_loop()
-        completer = self._completers.get(token)
-        if completer is None:
-            completer = self._spare or Completer(self._ffi, self._lib)
-            self._spare = None
-            completer.adapter, completer.token = adapter, token
-            self._completers[token] = completer
-        return completer
+        with self._completers_lock:
+            completer = self._completers.get(token)
+            if completer is None:
+                completer = self._spare or Completer(self._ffi, self._lib)
+                self._spare = None
+                completer.adapter, completer.token = adapter, token
+                self._completers[token] = completer
+            return completer
 
     def _after_wait(self, completer: Completer) -> None:
         """Give an idle completer back (as the spare) or close it; abandoned calls keep it."""
-        if not completer.idle or self._completers.get(completer.token) is not completer:
-            return
-        del self._completers[completer.token]
-        completer.adapter = completer.token = None
-        if self._closed:
-            completer.close()
-        elif self._spare is None:
-            self._spare = completer
-        else:
-            completer.close()
+        with self._completers_lock:
+            if not completer.idle or self._completers.get(completer.token) is not completer:
+                return
+            del self._completers[completer.token]
+            completer.adapter = completer.token = None
+            if self._spare is None and not self._closed:
+                self._spare = completer
+                return
+        completer.close()
 
     # -- shutdown ------------------------------------------------------------------------
 
