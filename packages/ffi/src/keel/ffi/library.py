@@ -100,9 +100,11 @@ class GoLibrary:
         # Loops in several threads may share the library: taking and returning completers
         # (and the spare) happens under this lock.
         self._completers_lock = threading.Lock()
-        # One completer made now and reused by whichever loop needs one next: its eventfd
-        # lives as long as the library, not as long as each burst of async calls.
-        self._spare: Completer | None = Completer(self._ffi, self._lib)
+        # One completer made now and lent to whichever loop needs one next: its eventfd
+        # lives as long as the library, not as long as each burst of async calls. Loops
+        # that find it lent out get a temporary completer, closed when they go idle.
+        self._home = Completer(self._ffi, self._lib)
+        self._spare: Completer | None = self._home
         self._struct_codecs: dict[str, StructCodec] = {}
         self._register_trampolines()
         self._methods: dict[str, Callable[..., Any]] = {}
@@ -346,7 +348,7 @@ class GoLibrary:
                 return
             del self._completers[completer.token]
             completer.adapter = completer.token = None
-            if self._spare is None and not self._closed:
+            if completer is self._home and not self._closed:
                 self._spare = completer
                 return
         completer.close()
