@@ -28,6 +28,8 @@ CELL_GRACE_SECONDS = 30
 COMPETITORS = ["keel-io_uring", "keel-epoll", "keel-asyncio", "asyncio", "uvloop", "trio"]
 CELLS = [(1, 128), (64, 128), (1, 4096), (64, 4096)]
 BASELINES = ["uvloop", "asyncio"]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MICROSECONDS = 1_000_000
 
 
 def build_client() -> Path:
@@ -41,6 +43,12 @@ def build_client() -> Path:
         subprocess.run(["gcc", "-O2", "-Wall", "-o", str(temporary), str(source)], check=True)
         temporary.rename(binary)
     return binary
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process, from /proc/PID/stat (fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def pinned(core: str, command: list[str]) -> list[str]:
@@ -67,11 +75,17 @@ def measure(client: Path, kind: str, connections: int, size: int, seconds: float
         port_line = server.stdout.readline().strip()
         if not port_line.isdigit():
             raise RuntimeError(f"{kind} server did not start (said {port_line!r})")
+        cpu_before = cpu_seconds(server.pid)
         result = subprocess.run(
             pinned(CLIENT_CORE, [str(client), "127.0.0.1", port_line, str(connections),
                                  str(size), str(seconds)]),
             capture_output=True, text=True, timeout=seconds + CELL_GRACE_SECONDS, check=True)
-        return json.loads(result.stdout)
+        sample: dict = json.loads(result.stdout)
+        # Server CPU time per message: on a shared, noisy machine this efficiency figure
+        # varies far less than throughput, which depends on what else got the core.
+        used = cpu_seconds(server.pid) - cpu_before
+        sample["server_cpu_us_per_message"] = used * MICROSECONDS / max(1, sample["messages"])
+        return sample
     finally:
         server.terminate()
         try:
@@ -87,13 +101,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--json", type=Path, help="write all samples and medians here")
     parser.add_argument("--only", nargs="*", help="competitors to run (default: all)")
+    parser.add_argument("--cells", nargs="*", help="cells to run, e.g. 64x128 (default: all)")
     arguments = parser.parse_args()
     if arguments.rounds < 1 or arguments.seconds <= 0:
         parser.error("--rounds must be >= 1 and --seconds > 0")
     client = build_client()
     competitors = [k for k in (arguments.only or COMPETITORS) if available(k)]
     samples: dict[str, dict[str, list[dict]]] = {}
-    for connections, size in CELLS:
+    cells = [(c, s) for c, s in CELLS if not arguments.cells or f"{c}x{s}" in arguments.cells]
+    for connections, size in cells:
         cell = f"{connections}x{size}B"
         samples[cell] = {kind: [] for kind in competitors}
         for round_number in range(arguments.rounds):
@@ -102,10 +118,14 @@ def main() -> None:
                 sample = measure(client, kind, connections, size, arguments.seconds)
                 samples[cell][kind].append(sample)
                 print(f"  {cell} round {round_number + 1} {kind}: "
-                      f"{sample['messages_per_second']:.0f} msg/s", file=sys.stderr, flush=True)
+                      f"{sample['messages_per_second']:.0f} msg/s, "
+                      f"{sample['server_cpu_us_per_message']:.1f} server CPU us/msg",
+                      file=sys.stderr, flush=True)
     medians = {cell: {kind: {
         "messages_per_second": statistics.median(s["messages_per_second"] for s in runs),
-        "p99_us": statistics.median(s["p99_us"] for s in runs)}
+        "p99_us": statistics.median(s["p99_us"] for s in runs),
+        "server_cpu_us_per_message": statistics.median(
+            s["server_cpu_us_per_message"] for s in runs)}
         for kind, runs in by_kind.items()} for cell, by_kind in samples.items()}
     print_table(medians, competitors)
     if arguments.json:
@@ -116,16 +136,22 @@ def main() -> None:
 
 
 def print_table(medians: dict, competitors: list[str]) -> None:
-    header = ["cell", "server", "msg/s (median)", "p99 us"] + [f"x {b}" for b in BASELINES]
+    header = (["cell", "server", "msg/s (median)", "p99 us"] + [f"x {b}" for b in BASELINES]
+              + ["CPU us/msg"] + [f"CPU x {b}" for b in BASELINES])
     rows = []
     for cell, by_kind in medians.items():
         for kind in competitors:
             rate = by_kind[kind]["messages_per_second"]
-            ratios = []
+            cpu = by_kind[kind]["server_cpu_us_per_message"]
+            ratios, cpu_ratios = [], []
             for baseline in BASELINES:
                 base = by_kind.get(baseline, {}).get("messages_per_second")
                 ratios.append(f"{rate / base:.2f}" if base else "-")
-            rows.append([cell, kind, f"{rate:,.0f}", f"{by_kind[kind]['p99_us']:.0f}", *ratios])
+                # Efficiency ratio: baseline CPU per message / ours (> 1: we use less).
+                base_cpu = by_kind.get(baseline, {}).get("server_cpu_us_per_message")
+                cpu_ratios.append(f"{base_cpu / cpu:.2f}" if base_cpu and cpu else "-")
+            rows.append([cell, kind, f"{rate:,.0f}", f"{by_kind[kind]['p99_us']:.0f}", *ratios,
+                         f"{cpu:.1f}", *cpu_ratios])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print(" | ".join(str(value).ljust(width) for value, width in zip(row, widths, strict=True)))

@@ -28,6 +28,9 @@ def writable_view(name: str, buffer: Any, limit: int | None = None) -> Any:
 
 
 def readable_view(name: str, buffer: Any) -> Any:
-    if type(buffer) is bytes or type(buffer) is bytearray:
+    kind = type(buffer)
+    if kind is bytes or kind is bytearray:
+        return buffer
+    if kind is memoryview and buffer.c_contiguous and buffer.format == "B" and buffer.ndim == 1:
         return buffer
     return require_buffer(name, buffer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import errno
 import socket
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from keel.native.errors import syscall_error
@@ -17,6 +18,9 @@ from keel.native.errors import syscall_error
 if TYPE_CHECKING:
     from keel.runtime.scheduler import Runtime
 
+# Plain ints: socket.MSG_* are IntFlag enums, and enum arithmetic is slow on a hot path.
+DONT_WAIT = int(socket.MSG_DONTWAIT)
+NO_SIGNAL = int(socket.MSG_NOSIGNAL)
 Buffer = Any  # anything cffi.from_buffer / socket.recv_into accept (checked by callers)
 
 
@@ -67,6 +71,14 @@ class Driver(abc.ABC):
     async def recv_into(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int: ...
 
     @abc.abstractmethod
+    def recv_raw(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> Awaitable[int]:
+        """The hot path of `read`: an awaitable of the byte count or of -errno.
+
+        Returning -errno instead of raising lets the io_uring driver hand back its operation
+        object itself (no coroutine frame per read); the caller raises.
+        """
+
+    @abc.abstractmethod
     async def send(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int: ...
 
     @abc.abstractmethod
@@ -94,7 +106,7 @@ class Driver(abc.ABC):
         """Datagrams go through readiness on both drivers (no sockaddr juggling in Python)."""
         while True:
             try:
-                return sock.recvfrom_into(buffer, 0, flags | socket.MSG_DONTWAIT)
+                return sock.recvfrom_into(buffer, 0, flags | DONT_WAIT)
             except BlockingIOError:
                 await self.wait_readable(sock.fileno())
 
@@ -103,8 +115,8 @@ class Driver(abc.ABC):
         while True:
             try:
                 if address is None:  # connected socket
-                    return sock.send(buffer, flags | socket.MSG_DONTWAIT)
-                return sock.sendto(buffer, flags | socket.MSG_DONTWAIT, address)
+                    return sock.send(buffer, flags | DONT_WAIT)
+                return sock.sendto(buffer, flags | DONT_WAIT, address)
             except BlockingIOError:
                 await self.wait_writable(sock.fileno())
 

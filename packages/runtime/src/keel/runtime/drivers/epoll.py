@@ -188,6 +188,14 @@ class EpollDriver(Driver):
             except BlockingIOError:
                 await self._wait(sock.fileno(), True)
 
+    async def recv_raw(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int:
+        try:
+            return await self.recv_into(sock, buffer, flags)
+        except OSError as error:
+            if error.errno is None:
+                raise
+            return -error.errno
+
     async def send(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int:
         while True:
             try:
