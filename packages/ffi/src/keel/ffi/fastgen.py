@@ -217,11 +217,16 @@ def _function(interface: Interface, method: Method, index: int, context: _Contex
         body.append(_convert(position, parameter.type, f"arguments.{parameter.name}",
                              context).rstrip())
     returns = method.returns if isinstance(method.returns, ScalarType) else None
-    references, buffers = max(context.references, 1), max(context.buffers, 1)
+    references, buffers = context.references, context.buffers
+    held = ([f"    PyObject *references[{references}] = {{NULL}};"] if references else []) + (
+        [f"    void *buffers[{buffers}] = {{NULL}};"] if buffers else [])
+    release = ([f"    for (int held = 0; held < {references}; held++) "
+                "Py_XDECREF(references[held]);"] if references else []) + (
+        [f"    for (int held = 0; held < {buffers}; held++) PyMem_Free(buffers[held]);"]
+        if buffers else [])
     lines = [f"static PyObject *fast_{method.name}(PyObject *self, PyObject *const *args, "
              "size_t nargsf, PyObject *kwnames) {",
-             f"    PyObject *references[{references}] = {{NULL}};",
-             f"    void *buffers[{buffers}] = {{NULL}};",
+             *held,
              "    PyObject *returned = NULL;",
              "    int fell_back = 0;",
              "    int64_t status;",
@@ -240,8 +245,7 @@ def _function(interface: Interface, method: Method, index: int, context: _Contex
              "fallback:",
              "    fell_back = 1;",
              "done:",
-             f"    for (int held = 0; held < {references}; held++) Py_XDECREF(references[held]);",
-             f"    for (int held = 0; held < {buffers}; held++) PyMem_Free(buffers[held]);",
+             *release,
              f"    if (fell_back) return keel_fallback({index}, args, nargsf, kwnames);",
              "    return returned;",
              "}", ""]
