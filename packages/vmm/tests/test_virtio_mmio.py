@@ -166,6 +166,13 @@ def test_reset_by_writing_zero(rig: Rig) -> None:
     rig.bring_up()  # and it comes up again
 
 
+def test_features_ok_and_driver_ok_in_one_write_without_features(rig: Rig) -> None:
+    # Found by the register fuzzer: a refused FEATURES_OK must not leave DRIVER_OK set.
+    rig.driver.write(lib.VIRTIO_MMIO_STATUS, READY_STATUS | 0x200)
+    assert rig.driver.status() == STATUS_ACKNOWLEDGE | STATUS_DRIVER
+    assert not rig.transport.device.active
+
+
 def test_status_out_of_order_is_ignored(rig: Rig) -> None:
     rig.driver.write(lib.VIRTIO_MMIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER_OK)
     assert rig.driver.status() == 0
@@ -280,4 +287,6 @@ def test_random_register_traffic_never_raises(accesses: list[tuple[bool, int, in
                 transport.write(offset, size, value & ((1 << (8 * size)) - 1))
             else:
                 assert 0 <= transport.read(offset, size) < 1 << (8 * size)
-        assert transport.status & ~0xFF == 0
+        status = transport.status
+        assert status & ~0xFF == 0
+        assert not status & STATUS_DRIVER_OK or status & STATUS_FEATURES_OK

@@ -119,7 +119,7 @@ def _run(command: list[str], cwd: Path, log: Path, step: str,
     tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
     compiled = 0
     environment = {**os.environ, "LC_ALL": "C"}
-    with open(log, "a") as log_file:
+    with open(log, "a", buffering=1) as log_file:  # line-buffered: tail -f works
         log_file.write(f"$ {' '.join(command)}\n")
         log_file.flush()
         process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.PIPE,

@@ -54,6 +54,7 @@ INTERRUPT_VRING: int = lib.VIRTIO_MMIO_INT_VRING
 INTERRUPT_CONFIG: int = lib.VIRTIO_MMIO_INT_CONFIG
 NOTIFY_OFFSET: int = lib.VIRTIO_MMIO_QUEUE_NOTIFY
 STATUS_ORDER = (STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_FEATURES_OK, STATUS_DRIVER_OK)
+STATUS_BYTE_MASK = 0xFF  # device status is one byte (2.1); the register is 32 bits wide
 
 
 def kernel_command_line_fragment(base: int, irq: int, size: int = WINDOW_SIZE) -> str:
@@ -245,28 +246,29 @@ class MmioTransport:
         setattr(queue, attribute, _replace_word(getattr(queue, attribute), value, selector))
 
     def _write_status(self, value: int) -> None:
+        value &= STATUS_BYTE_MASK & ~STATUS_NEEDS_RESET  # NEEDS_RESET is the device's to set
         if value == 0:
             self.reset()
             return
-        if value & self.status != self.status & ~STATUS_NEEDS_RESET:
+        current = self.status & ~STATUS_NEEDS_RESET
+        if value & current != current:
             logger.debug("%s: status %#x would clear bits of %#x without a reset; ignored",
                          self.name, value, self.status)
             return
-        added = value & ~self.status
+        added = value & ~current
         if added & STATUS_FAILED:
             logger.info("%s: the driver gave up on the device (status FAILED)", self.name)
         for bit in STATUS_ORDER:
-            if not added & bit:
-                continue
-            earlier = STATUS_ORDER[: STATUS_ORDER.index(bit)]
-            if any(not (value & previous) for previous in earlier):
+            if added & bit and any(not value & earlier
+                                   for earlier in STATUS_ORDER[: STATUS_ORDER.index(bit)]):
                 logger.debug("%s: status bit %#x set out of order (status %#x)", self.name, bit,
                              value)
                 return
         if added & STATUS_FEATURES_OK and not self._features_acceptable():
-            value &= ~STATUS_FEATURES_OK
+            # Refused: the driver reads FEATURES_OK back as clear (and cannot go live).
+            value &= ~(STATUS_FEATURES_OK | STATUS_DRIVER_OK)
         self.status = value | (self.status & STATUS_NEEDS_RESET)
-        if added & STATUS_DRIVER_OK and self.status & STATUS_FEATURES_OK:
+        if value & ~current & STATUS_DRIVER_OK:
             self.device.activate(self.memory, self.queues, self.driver_features)
 
     def _features_acceptable(self) -> bool:
