@@ -225,3 +225,20 @@ def test_loops_in_several_threads_share_one_library(library: Any) -> None:
     assert results == {index: [(index * 100 + call) ** 2 for call in range(50)]
                        for index in range(4)}
     assert pending_calls(library) == 0
+
+
+def test_in_flight_calls_are_bounded(library: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.ffi import library as library_module
+    from keel.ffi.errors import TooManyCallsError
+
+    monkeypatch.setattr(library_module, "MAX_IN_FLIGHT", 3)
+
+    async def main() -> None:
+        running = [asyncio.ensure_future(library.slow_square(index, 50)) for index in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(TooManyCallsError, match="3 async calls already in flight"):
+            await library.slow_square(9, SHORT_MS)
+        assert await asyncio.gather(*running) == [0, 1, 4]
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert pending_calls(library) == 0

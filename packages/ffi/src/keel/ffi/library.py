@@ -217,15 +217,16 @@ class GoLibrary:
             return buffer, arguments, result, keep
 
         def finish(result: Any, keep: list[Any]) -> Any:
+            value = None
+            if result_codec is not None:
+                try:
+                    value = result_codec.read(result.value)
+                finally:
+                    if result.arena != null:
+                        free(result.arena)
             if keep:
-                raise_callback_errors(keep)
-            if result_codec is None:
-                return None
-            try:
-                return result_codec.read(result.value)
-            finally:
-                if result.arena != null:
-                    free(result.arena)
+                raise_callback_errors(keep)  # after the arena is freed
+            return value
 
         if method.is_async:
             return self._compile_async(method, function, bind, prepare, finish)
