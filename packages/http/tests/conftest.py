@@ -35,11 +35,11 @@ CLIENT_TIMEOUT = 10.0
 
 
 @contextmanager
-def running_server(app: Any, backend: str = "asyncio", config: ServerConfig | None = None,
+def running_server(app: Any, backend: str | None = None, config: ServerConfig | None = None,
                    **options: Any) -> Iterator[tuple[Server, tuple[str, int]]]:
     """A Server on an ephemeral port, its loop in a thread; shut down and joined on exit."""
-    server = Server(app, host="127.0.0.1", port=0, backend=get_backend(backend),
-                    config=config, **options)
+    server = Server(app, host="127.0.0.1", port=0,
+                    backend=get_backend(backend) if backend else None, config=config, **options)
     ready = threading.Event()
     failure: list[BaseException] = []
 
@@ -50,7 +50,7 @@ def running_server(app: Any, backend: str = "asyncio", config: ServerConfig | No
             failure.append(error)
             ready.set()
 
-    thread = threading.Thread(target=run, name=f"keel-http-test-{backend}")
+    thread = threading.Thread(target=run, name=f"keel-http-test-{server.backend.name}")
     thread.start()
     try:
         assert ready.wait(STARTUP_TIMEOUT), "server did not start"

@@ -6,13 +6,14 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 import msgspec
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from fastapi import Request as FastApiRequest
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -78,6 +79,28 @@ def test_fastapi_runs_on_keel() -> None:
         invalid = client.get("/items/notanint")
         assert invalid.status_code == 422
         assert client.get("/openapi.json").json()["paths"]["/items/{item_id}"]
+
+
+def test_lifespan_of_a_served_asgi_app_runs_startup_and_shutdown() -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, str]]:
+        events.append("startup")
+        yield {"greeting": "from lifespan"}
+        events.append("shutdown")
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/")
+    async def index(request: FastApiRequest) -> str:
+        return str(request.state.greeting)
+
+    with running_server(app) as (_, (host, port)), \
+            httpx.Client(base_url=f"http://{host}:{port}", timeout=10) as client:
+        assert client.get("/").json() == "from lifespan"
+        assert events == ["startup"]
+    assert events == ["startup", "shutdown"]
 
 
 def test_asgi_apps_work_with_the_test_client() -> None:

@@ -132,6 +132,55 @@ class AsgiAdapter:
             raise ResponseError("the ASGI application returned without sending a response")
 
 
+class Lifespan:
+    """Drives an ASGI app's lifespan protocol for the server: startup before the first
+    connection is accepted, shutdown after the last one is done.
+
+    Why events from the backend: the app's lifespan coroutine runs as one long task beside the
+    connections; `receive` blocks on an event until the server asks for shutdown."""
+
+    def __init__(self, adapter: AsgiAdapter, make_event: Callable[[], Any]) -> None:
+        self.adapter = adapter
+        self.started = make_event()
+        self.finished = make_event()
+        self._shutdown = make_event()
+        self._startup_sent = False
+        self.failure: str | None = None
+        self.supported = True
+
+    async def run(self) -> None:
+        scope: Scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.adapter.state}
+        try:
+            await self.adapter.app(scope, self._receive, self._send)
+        except Exception as error:  # apps without lifespan support raise on the scope
+            if not self.started.is_set():
+                self.supported = False
+                logger.debug("ASGI app does not support lifespan: %r", error)
+        finally:
+            self.started.set()
+            self.finished.set()
+
+    async def _receive(self) -> Message:
+        if not self._startup_sent:
+            self._startup_sent = True
+            return {"type": "lifespan.startup"}
+        await self._shutdown.wait()
+        return {"type": "lifespan.shutdown"}
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.failed":
+            self.failure = str(message.get("message", "startup failed"))
+            self.started.set()
+        elif kind == "lifespan.startup.complete":
+            self.started.set()
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            self.finished.set()
+
+    def request_shutdown(self) -> None:
+        self._shutdown.set()
+
+
 class _AsgiBody:
     """A keel body source over an ASGI `receive`."""
 

@@ -118,15 +118,22 @@ class Endpoint:
     def __init__(self, pattern: str, method_router: MethodRouter, outer: Sequence[Layer]) -> None:
         self.pattern = pattern
         layers = [*outer, *method_router.layers]
+        # Without layers, App.__call__ turns exceptions into responses; with layers, the
+        # guard sits inside them so they see the 500 (or the carried response).
+        guard = _guarded if layers else _unguarded
         self.services: dict[str, Service] = {
-            method: compose(layers, _guarded(handler_service(handler)))
+            method: compose(layers, guard(handler_service(handler)))
             for method, handler in method_router.handlers.items()}
         if "GET" in self.services and "HEAD" not in self.services:
             self.services["HEAD"] = self.services["GET"]
         self.fallback: Service | None = None
         if method_router.any_handler is not None:
-            self.fallback = compose(layers, _guarded(handler_service(method_router.any_handler)))
+            self.fallback = compose(layers, guard(handler_service(method_router.any_handler)))
         self.allow = ", ".join(sorted(self.services))
+
+
+def _unguarded(service: Service) -> Service:
+    return service
 
 
 def _guarded(service: Service) -> Service:
@@ -366,6 +373,11 @@ class App:
             response = await self.service(request)
         except ResponseException as carried:
             response = carried.response
+        except ProtocolError:
+            raise
+        except Exception:
+            logger.exception("handler failed on %s %s", request.method, request.raw_path)
+            response = error_response(INTERNAL_ERROR, "internal server error")
         await response.send(responder)
 
 

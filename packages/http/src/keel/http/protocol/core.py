@@ -36,6 +36,12 @@ URI_TOO_LONG: Final = 414
 HEADERS_TOO_LARGE: Final = 431
 NOT_IMPLEMENTED: Final = 501
 VERSION_NOT_SUPPORTED: Final = 505
+EXPECTATION_FAILED: Final = 417
+HEADER_LINE_OVERHEAD: Final = 4  # ": " and CRLF
+# Request headers that decide framing and validity; kept aside while parsing.
+_FRAMING_HEADERS: Final = frozenset((b"content-length", b"transfer-encoding", b"expect", b"host"))
+# Response headers the writer must look at.
+_RESPONSE_FRAMING: Final = frozenset(("content-length", "connection", "transfer-encoding"))
 
 
 class _Sentinel:
@@ -82,17 +88,35 @@ class _StopParsing(Exception):
 class HttpConnection:
     """One server-side HTTP/1.1 connection, without I/O."""
 
-    __slots__ = ("_body_received", "_events", "_failed", "_header_bytes", "_headers",
-                 "_last_head",
-                 "_limits", "_parser", "_peer_closed", "_url", "_url_length", "continue_sent",
-                 "current", "keep_alive", "message_started", "response_chunked",
-                 "response_has_body", "response_started", "server_line")
+    __slots__ = (
+        "_body_received",
+        "_events",
+        "_failed",
+        "_framing",
+        "_header_bytes",
+        "_headers",
+        "_last_head",
+        "_limits",
+        "_parser",
+        "_peer_closed",
+        "_url",
+        "_url_length",
+        "continue_sent",
+        "current",
+        "keep_alive",
+        "message_started",
+        "response_chunked",
+        "response_has_body",
+        "response_started",
+        "server_line",
+    )
 
     def __init__(self, limits: Limits | None = None, server_header: str = "keel") -> None:
         self._limits = limits or Limits()
         self._parser = httptools.HttpRequestParser(self)
         self._events: deque[object] = deque()
         self._headers: list[tuple[bytes, bytes]] = []
+        self._framing: list[tuple[bytes, bytes]] = []
         self._url: list[bytes] = []
         self._url_length = 0
         self._header_bytes = 0
@@ -161,6 +185,7 @@ class HttpConnection:
     def on_message_begin(self) -> None:
         self.message_started = True
         self._headers = []
+        self._framing = []
         self._url = []
         self._url_length = 0
         self._header_bytes = 0
@@ -174,14 +199,19 @@ class HttpConnection:
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self._limits.max_header_bytes:
+        size = self._header_bytes + len(name) + len(value) + HEADER_LINE_OVERHEAD
+        self._header_bytes = size
+        headers = self._headers
+        if size > self._limits.max_header_bytes:
             raise ProtocolError(HEADERS_TOO_LARGE, f"request headers are larger than "
                                 f"{self._limits.max_header_bytes} bytes")
-        if len(self._headers) >= self._limits.max_header_count:
+        if len(headers) >= self._limits.max_header_count:
             raise ProtocolError(HEADERS_TOO_LARGE, f"more than "
                                 f"{self._limits.max_header_count} request headers")
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        headers.append((name, value))
+        if name in _FRAMING_HEADERS:
+            self._framing.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -193,7 +223,7 @@ class HttpConnection:
         chunked = False
         expect_continue = False
         hosts = 0
-        for name, value in self._headers:
+        for name, value in self._framing:
             if name == b"content-length":
                 content_length = int(value)  # llhttp validated digits and uniqueness
             elif name == b"transfer-encoding":
@@ -203,7 +233,7 @@ class HttpConnection:
                 chunked = True
             elif name == b"expect":
                 if value.lower() != b"100-continue":
-                    raise ProtocolError(417, f"Expect {value!r} is not supported; "
+                    raise ProtocolError(EXPECTATION_FAILED, f"Expect {value!r} is not supported; "
                                         "expected '100-continue'")
                 expect_continue = True
             elif name == b"host":
@@ -271,6 +301,8 @@ class HttpConnection:
         declared_length = False
         for name, value in headers:
             lowered = name.lower()
+            if lowered not in _RESPONSE_FRAMING:
+                continue
             if lowered == "content-length":
                 declared_length = True
                 if content_length is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
@@ -25,14 +26,22 @@ from keel.runtime.sync import Event as RuntimeEvent
 
 T = TypeVar("T")
 TLS_READ_SIZE = 16 * 1024
+NO_DEADLINE = float("inf")
+SWEEP_INTERVAL = 0.1  # seconds; read timeouts are enforced to within this
 _CLOSED_ERRORS = (OSError, kr.ClosedResourceError, kr.BusyResourceError)
 
 
 class RuntimeStream:
     """A Stream over a keel.runtime TcpStream."""
 
-    def __init__(self, stream: kr.TcpStream, read_size: int = DEFAULT_READ_SIZE) -> None:
+    def __init__(self, stream: kr.TcpStream, read_size: int = DEFAULT_READ_SIZE,
+                 registry: set[RuntimeStream] | None = None) -> None:
         self._stream = stream
+        self._registry = registry
+        if registry is not None:
+            registry.add(self)
+        self.deadline = NO_DEADLINE
+        self._expired = False
         self._socket = stream.socket
         self._buffer = bytearray(read_size)
         self._closed = False
@@ -47,18 +56,25 @@ class RuntimeStream:
         if self._closed:
             return b""
         size = min(max_bytes, len(self._buffer))
+        # No cancel scope or timer per read: the sweeper ends reads past their deadline.
+        self.deadline = time.monotonic() + timeout if timeout is not None else NO_DEADLINE
         try:
-            if timeout is None:
-                count, self._buffer = await self._stream.read(self._buffer, size)
-                return bytes(memoryview(self._buffer)[:count])
-            with kr.move_on_after(timeout) as scope:
-                count, self._buffer = await self._stream.read(self._buffer, size)
-                return bytes(memoryview(self._buffer)[:count])
+            count, self._buffer = await self._stream.read(self._buffer, size)
         except _CLOSED_ERRORS:
-            return b""
-        if scope.cancelled_caught:
+            count = 0
+        finally:
+            self.deadline = NO_DEADLINE
+        if count == 0 and self._expired:
             raise ReceiveTimeout(f"no bytes from {self.peer} within {timeout} s")
-        return b""
+        return bytes(memoryview(self._buffer)[:count])
+
+    def expire(self) -> None:
+        """The read deadline passed: end the pending read (SHUT_RD completes it with 0)."""
+        self._expired = True
+        try:
+            self._socket.shutdown(socket.SHUT_RD)
+        except OSError:
+            self.abort()
 
     async def send(self, data: bytes, timeout: float) -> None:
         if self._closed:
@@ -89,7 +105,20 @@ class RuntimeStream:
     def abort(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._registry is not None:
+                self._registry.discard(self)
             self._stream.close()
+
+
+async def _sweep_deadlines(streams: set[RuntimeStream], stop: Event) -> None:
+    """Every SWEEP_INTERVAL, end the reads whose deadline passed (timeouts without timers)."""
+    while not stop.is_set():
+        with kr.move_on_after(SWEEP_INTERVAL):
+            await stop.wait()
+        now = time.monotonic()
+        for stream in list(streams):
+            if stream.deadline < now:
+                stream.expire()
 
 
 class RuntimeTlsStream:
@@ -241,8 +270,10 @@ class RuntimeBackend:
             await stop.wait()
             listener.close()
 
+        streams: set[RuntimeStream] = set()
         async with kr.TaskGroup() as watchers:
             watchers.spawn(close_when_stopped)
+            watchers.spawn(_sweep_deadlines, streams, stop)
             while True:
                 try:
                     stream, _ = await listener.accept()
@@ -250,6 +281,6 @@ class RuntimeBackend:
                     if stop.is_set():
                         break
                     continue
-                raw = RuntimeStream(stream)
+                raw = RuntimeStream(stream, registry=streams)
                 group.spawn(handler, raw if ssl_context is None
                             else RuntimeTlsStream(raw, ssl_context))

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from keel.http.asgi import AsgiAdapter, Lifespan
 from keel.http.config import ServerConfig
 from keel.http.errors import HttpError
 from keel.http.server.backend import Backend, Event, Stream, get_backend
@@ -127,10 +128,19 @@ class Server:
         async def handle(stream: Stream) -> None:
             await ConnectionDriver(stream, self.app, config, self).run()
 
+        lifespan = None
+        if isinstance(self.app, AsgiAdapter):
+            lifespan = Lifespan(self.app, backend.event)
         logger.info("keel.http serving on %s (%s backend)",
                     ", ".join(f"{host}:{port}" for host, port in self.addresses), backend.name)
         try:
             async with backend.task_group() as connections:
+                if lifespan is not None:
+                    connections.spawn(lifespan.run)
+                    await lifespan.started.wait()
+                    if lifespan.failure is not None:
+                        self.shutdown()
+                        raise ServerError(f"the ASGI app's startup failed: {lifespan.failure}")
                 async with backend.task_group() as acceptors:
                     for sock in sockets:
                         acceptors.spawn(backend.serve_socket, sock, self.ssl_context,
@@ -140,6 +150,9 @@ class Server:
                         ready(self.addresses)
                     await self._stop.wait()
                 await self._drain()
+                if lifespan is not None and lifespan.supported:
+                    lifespan.request_shutdown()
+                    await lifespan.finished.wait()
         finally:
             self._call_in_loop = None
             for sock in sockets:
