@@ -299,6 +299,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--quick", action="store_true", help="10x fewer calls (smoke run)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--only", action="append", choices=["empty", "block", "address",
+                                                            "hash", "async"],
+                        help="run only these rows (repeatable); all by default")
     options = parser.parse_args()
     rounds = max(3, options.rounds)
     scale = 1 if options.quick else 0
@@ -323,6 +326,9 @@ def main() -> None:
     benchmarks = [("empty sync call", "empty", None), ("256-byte struct argument", "block", block),
                   ("1 MiB bytes argument", "address", mebibyte),
                   ("hash 1 MiB (FNV-1a)", "hash", mebibyte)]
+    chosen = set(options.only or ["empty", "block", "address", "hash", "async"])
+    benchmarks = [benchmark for benchmark in benchmarks if benchmark[1] in chosen]
+    with_async = "async" in chosen
     competitors = {"keel": keel_calls, "cffi->C": floor_peer, "ctypes->Go": ctypes_peer}
     samples: dict[str, dict[str, list[float]]] = {name: {c: [] for c in competitors}
                                                   for name, _, _ in benchmarks}
@@ -342,7 +348,7 @@ def main() -> None:
                     samples[name][competitor].append(
                         time_calls(competitors[competitor][key], argument, count))
             async_order = async_competitors[round_index % 4:] + async_competitors[:round_index % 4]
-            for competitor in async_order:
+            for competitor in async_order if with_async else []:
                 if competitor == "keel asyncio":
                     rate = keel_asyncio(library, async_total)
                 elif competitor == "keel trio":
@@ -352,7 +358,7 @@ def main() -> None:
                 else:
                     rate = executor_asyncio(floor_peer["empty"], pool, async_total)
                 async_samples[competitor].append(rate)
-            runtime_rate = keel_runtime_rate(library, async_total)
+            runtime_rate = keel_runtime_rate(library, async_total) if with_async else None
             if runtime_rate is not None:
                 runtime_samples.append(runtime_rate)
             print(f"round {round_index + 1}/{rounds} done", file=sys.stderr)
@@ -376,6 +382,10 @@ def main() -> None:
         print(f"{name:<28}{medians['keel']:>10.0f}{medians['cffi->C']:>12.0f}"
               f"{medians['ctypes->Go']:>15.0f}{medians['keel'] / medians['cffi->C']:>10.2f}x"
               f"{medians['keel'] / medians['ctypes->Go']:>12.2f}x")
+    if not with_async:
+        if options.json:
+            options.json.write_text(json.dumps(report, indent=2) + "\n")
+        return
     print(f"\n{'async calls/s (' + str(ASYNC_CONCURRENCY) + ' in flight)':<36}{'median':>12}"
           f"{'keel asyncio / this':>22}")
     keel_async = statistics.median(async_samples["keel asyncio"])
