@@ -32,7 +32,8 @@ STACKS: dict[str, list[str]] = {
     "native": ["native"],
     "runtime": ["native", "runtime"],
     "vmm": ["native", "runtime", "vmm"],
-    "ffi": ["native", "ffi"],
+    # keel-ffi needs only keel-native; its tests also await through keel.runtime.
+    "ffi": ["native", "runtime", "ffi"],
     "http": ["native", "runtime", "http"],
 }
 ALL_PACKAGES = ["native", "runtime", "vmm", "ffi", "http"]
