@@ -138,10 +138,13 @@ class EpollDriver(Driver):
         else:
             milliseconds = min(ep.MAX_TIMEOUT_MS, math.ceil(timeout * MILLISECONDS))
         epoll = self._epoll
+        self.turns += 1
+        self.enters += 1
         try:
             count = epoll.wait(milliseconds)
         except InterruptedError:
             return
+        self.completions += count
         registrations = self._fds
         for index in range(count):
             token, events = epoll.event(index)

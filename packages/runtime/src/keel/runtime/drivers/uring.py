@@ -214,6 +214,7 @@ class UringDriver(Driver):
     def _flush(self) -> None:
         """Submit without waiting (the batch is full, or a close must reach the kernel now)."""
         while self._batch.count:
+            self.enters += 1
             try:
                 self._ring.submit(self._batch, 0)
             except InterruptedError:
@@ -247,6 +248,8 @@ class UringDriver(Driver):
         # One io_uring_enter submits the batch and waits (the kernel returns at once when
         # completions are already pending). EINTR: a signal; EBUSY/EAGAIN: the completion
         # queue is backed up, which the reap below resolves.
+        self.turns += 1
+        self.enters += 1
         result = self._ring.submit_unchecked(batch, wait_for)
         if result < 0 and result not in TRANSIENT_ENTER_ERRORS:
             raise syscall_error(-result, "io_uring_enter", fd=self._ring.fileno(),
@@ -267,6 +270,7 @@ class UringDriver(Driver):
         ready_append = self._ready.append
         while True:
             count = ring.reap(cqes)
+            self.completions += count
             for index in range(count):
                 cqe = pointer[index]
                 user_data = cqe.user_data
