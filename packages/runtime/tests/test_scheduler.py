@@ -239,3 +239,43 @@ def test_nested_run_is_refused(run) -> None:
             kr.run(inner)
 
     run(main)
+
+
+INTERRUPT_SCRIPT = """
+import sys
+import keel.runtime as kr
+
+async def main():
+    try:
+        print("running", flush=True)
+        await kr.sleep(3600)
+    finally:
+        print("main cleaned up", flush=True)
+
+try:
+    kr.run(main, driver=sys.argv[1])
+except KeyboardInterrupt:
+    print("KeyboardInterrupt after clean shutdown", flush=True)
+"""
+
+
+def test_ctrl_c_cancels_main_then_raises_keyboard_interrupt(driver: str, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupt.py"
+    script.write_text(INTERRUPT_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), driver], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "running"
+        process.send_signal(signal.SIGINT)
+        output, errors = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert output.splitlines() == ["main cleaned up", "KeyboardInterrupt after clean shutdown"]
+    assert process.returncode == 0, errors

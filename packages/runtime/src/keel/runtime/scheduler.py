@@ -14,6 +14,7 @@ one io_uring_enter that submits the SQEs the tasks prepared and waits), then fir
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections import deque
@@ -528,6 +529,8 @@ class Runtime:
         if getattr(_local, "runtime", None) is not None:
             raise RuntimeError_("a keel runtime is already running on this thread")
         _local.runtime = self
+        interrupted: list[bool] = []
+        previous_handler = self._catch_interrupt(interrupted)
         try:
             main = self.spawn_task(function, args, self.root_scope, name="main")
             self.main_task = main
@@ -537,11 +540,38 @@ class Runtime:
                     self._turn(finished)
             finally:
                 self._shutdown(strict)
+            if interrupted and (main._error is None or isinstance(main._error, Cancelled)):
+                raise KeyboardInterrupt
             if main._error is not None:
                 raise main._error
             return main._result  # type: ignore[return-value]
         finally:
             _local.runtime = None
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+
+    def _catch_interrupt(self, interrupted: list[bool]) -> Any:
+        """Turn Ctrl-C into a cancellation of the main task (then KeyboardInterrupt).
+
+        Why: Python raises KeyboardInterrupt wherever the main thread happens to be, which
+        could be the middle of the scheduler. Instead the handler only queues a cancel (a
+        deque append and an eventfd write, both safe there); every task unwinds through its
+        `finally` blocks and `run` raises KeyboardInterrupt once shutdown is complete.
+        Only when SIGINT still has Python's default handler, on the main thread.
+        """
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            return None
+
+        def on_interrupt(number: int, frame: Any) -> None:
+            if interrupted:
+                raise KeyboardInterrupt  # a second Ctrl-C: the user insists
+            interrupted.append(True)
+            main = self.main_task
+            if main is not None:
+                self.call_soon_threadsafe(main.cancel)
+
+        return signal.signal(signal.SIGINT, on_interrupt)
 
     def _shutdown(self, strict: bool) -> None:
         """Cancel every remaining task, wait (bounded) for them, then close the driver.
