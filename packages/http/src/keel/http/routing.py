@@ -378,7 +378,10 @@ class App:
         except Exception:
             logger.exception("handler failed on %s %s", request.method, request.raw_path)
             response = error_response(INTERNAL_ERROR, "internal server error")
-        await response.send(responder)
+        if type(response) is Response:  # the common case, one coroutine fewer
+            await responder.send_whole(response.status, response.headers, response.body)
+        else:
+            await response.send(responder)
 
 
 def _walk(node: _Node, segments: list[str], index: int,
