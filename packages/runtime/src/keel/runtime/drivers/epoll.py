@@ -209,8 +209,8 @@ class EpollDriver(Driver):
     async def accept(self, sock: socket.socket) -> int:
         while True:
             try:
-                fd, _address = sock._accept()  # type: ignore[attr-defined]
-                return int(fd)
+                connection, _address = sock.accept()
+                return connection.detach()
             except BlockingIOError:
                 await self._wait(sock.fileno(), True)
 
