@@ -150,6 +150,8 @@ def test_query_struct_and_scalars(client: TestClient) -> None:
     assert missing.status == 400 and "q" in missing.text
     assert client.get("/page?size=3").json() == [1, 3]
     assert client.get("/page?size=big").status == 400
+    flood = client.get("/search?" + "&".join(f"f{index}=1" for index in range(1100)))
+    assert flood.status == 400 and "fields" in flood.text
 
 
 def test_json_body_typed_by_msgspec(client: TestClient) -> None:

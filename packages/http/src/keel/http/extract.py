@@ -14,12 +14,11 @@ import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
-from urllib.parse import parse_qsl
 
 import msgspec
 
 from keel.http.errors import HTTPException
-from keel.http.headers import MAX_QUERY_FIELDS, Headers
+from keel.http.headers import Headers, parse_query
 from keel.http.request import Request
 
 T = TypeVar("T")
@@ -142,8 +141,7 @@ class QueryExtractor:
             sequences = _sequence_fields(annotation)
 
             async def extract_all(request: Request) -> Any:
-                pairs = parse_qsl(request.query_string, keep_blank_values=True,
-                                  max_num_fields=MAX_QUERY_FIELDS)
+                pairs = parse_query(request.query_string)
                 return _convert(_mapping_from_pairs(pairs, sequences), annotation,
                                 "query string", BAD_REQUEST)
             return extract_all
@@ -291,10 +289,10 @@ class FormExtractor:
             _check_content_type(request, ("application/x-www-form-urlencoded",), "a form")
             body = await request.body()
             try:
-                pairs = parse_qsl(body.decode(), keep_blank_values=True,
-                                  max_num_fields=MAX_QUERY_FIELDS)
-            except (UnicodeDecodeError, ValueError) as error:
-                raise HTTPException(BAD_REQUEST, f"form body is malformed: {error}") from None
+                text = body.decode()
+            except UnicodeDecodeError as error:
+                raise HTTPException(BAD_REQUEST, f"form body is not UTF-8: {error}") from None
+            pairs = parse_query(text)
             return _convert(_mapping_from_pairs(pairs, sequences), annotation, "form body",
                             UNPROCESSABLE)
         return extract

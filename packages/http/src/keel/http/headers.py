@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 MAX_QUERY_FIELDS = 1000
 MAX_COOKIES = 200
+BAD_REQUEST = 400
 
 
 class Headers(Mapping[str, str]):
@@ -63,14 +64,24 @@ class Headers(Mapping[str, str]):
         return f"Headers({[(n.decode('latin-1'), v.decode('latin-1')) for n, v in self._raw]})"
 
 
+def parse_query(text: str) -> list[tuple[str, str]]:
+    """Name/value pairs of a query string or form body; too many fields answer 400."""
+    try:
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS)
+    except ValueError as error:
+        from keel.http.errors import HTTPException
+
+        raise HTTPException(BAD_REQUEST, f"query or form has more than {MAX_QUERY_FIELDS} "
+                            f"fields: {error}") from None
+
+
 class QueryParams(Mapping[str, str]):
     """Decoded query string: the first value per name, `get_all` for repeats."""
 
     __slots__ = ("_pairs",)
 
     def __init__(self, query_string: str) -> None:
-        self._pairs = parse_qsl(query_string, keep_blank_values=True,
-                                max_num_fields=MAX_QUERY_FIELDS) if query_string else []
+        self._pairs = parse_query(query_string) if query_string else []
 
     def __getitem__(self, name: str) -> str:
         for key, value in self._pairs:

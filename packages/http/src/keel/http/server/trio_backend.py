@@ -90,7 +90,8 @@ class TrioBackend:
         async def wrapper() -> T:
             return await main()
 
-        return cast(T, trio.run(wrapper))
+        result: T = trio.run(wrapper)
+        return result
 
     @asynccontextmanager
     async def task_group(self) -> AsyncIterator[TaskGroup]:
