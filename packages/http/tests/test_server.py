@@ -281,3 +281,22 @@ def test_server_threads_are_joined() -> None:
         request(address, GET)
     assert threading.active_count() == before
     assert isinstance(Server, type)
+
+
+def test_waiting_handler_after_an_idle_keep_alive_period(backend: str) -> None:
+    """On asyncio an idle connection is parked; a handler that then waits moves to a task."""
+    state: dict[str, int] = {}
+    config = ServerConfig(timeouts=Timeouts(header=0.5))
+    with running_server(make_app(state), backend, config) as (_, address), \
+            connect(address) as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(GET)
+        assert reader.read()[2] == b"Hello, World!"
+        time.sleep(0.1)  # idle: parked
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert reader.read()[2] == b"done"
+        sock.sendall(GET)
+        assert reader.read()[2] == b"Hello, World!"
+        time.sleep(0.1)
+        sock.sendall(b"GET / HTTP/1.1\r\n")  # a partial head after parking: header timeout
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
