@@ -103,6 +103,19 @@ def test_lifespan_of_a_served_asgi_app_runs_startup_and_shutdown() -> None:
     assert events == ["startup", "shutdown"]
 
 
+def test_failed_asgi_startup_stops_the_server_with_its_message() -> None:
+    from keel.http import ServerError
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        raise RuntimeError("database unreachable")
+        yield
+
+    with pytest.raises(ServerError, match="database unreachable"), \
+            running_server(FastAPI(lifespan=lifespan)):
+        pass
+
+
 def test_asgi_apps_work_with_the_test_client() -> None:
     with TestClient(starlette_app()) as client:
         assert client.get("/hello/x").text == "hello x"
