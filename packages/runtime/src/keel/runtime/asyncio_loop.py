@@ -21,6 +21,7 @@ from typing import Any
 from keel.native import epoll as ep
 from keel.native._uring import ffi, lib
 from keel.native.epoll import Epoll
+from keel.native.errors import syscall_error
 from keel.native.io_uring import CqeBatch, IoUring, SqeBatch
 from keel.runtime.drivers import chosen_driver_name
 from keel.runtime.drivers.uring import NANOSECONDS
@@ -44,6 +45,12 @@ def _poll_mask(events: int) -> int:
     return mask
 
 
+POLL_MASKS = {events: _poll_mask(events) for events in range(4)}
+OP_POLL_ADD = lib.IORING_OP_POLL_ADD
+_sqe_prep = lib.keel_sqe_prep
+TRANSIENT_ENTER_ERRORS = (-errno.EINTR, -errno.EBUSY, -errno.EAGAIN)
+
+
 class UringSelector(selectors._BaseSelectorImpl):
     """A level-triggered selector whose waits are io_uring polls."""
 
@@ -51,6 +58,7 @@ class UringSelector(selectors._BaseSelectorImpl):
         super().__init__()
         self._ring = IoUring(RING_ENTRIES, cq_entries=RING_ENTRIES * CQ_FACTOR)
         self._batch = SqeBatch(self._ring.sq_entries)
+        self._sqes = self._batch.pointer
         self._cqes = CqeBatch(self._ring.cq_entries)
         self._timeout: Any = ffi.new("struct __kernel_timespec *")
         self._timeout_address = int(ffi.cast("uintptr_t", self._timeout))
@@ -64,21 +72,22 @@ class UringSelector(selectors._BaseSelectorImpl):
         self._batch.prep(opcode, **fields)
 
     def _submit(self, wait_for: int) -> None:
-        try:
-            self._ring.submit(self._batch, wait_for)
-        except InterruptedError:
-            pass
-        except OSError as error:
-            if error.errno not in (errno.EBUSY, errno.EAGAIN):
-                raise
+        result = self._ring.submit_unchecked(self._batch, wait_for)
+        if result < 0 and result not in TRANSIENT_ENTER_ERRORS:
+            raise syscall_error(-result, "io_uring_enter", fd=self._ring.fileno())
         while self._batch.count:
             self._ring.submit(self._batch, 0)
 
     def _arm(self, fd: int, events: int) -> None:
         user_data = self._next_user_data
-        self._next_user_data += 1
-        self._prep(lib.IORING_OP_POLL_ADD, fd=fd, op_flags=_poll_mask(events),
-                   user_data=user_data)
+        self._next_user_data = user_data + 1
+        batch = self._batch
+        if batch.count == batch.capacity:
+            self._submit(0)
+        # SqeBatch.prep inlined: this runs once per ready fd per loop iteration.
+        _sqe_prep(self._sqes + batch.count, OP_POLL_ADD, 0, fd, 0, 0, 0, POLL_MASKS[events],
+                  user_data)
+        batch.count += 1
         self._armed[fd] = user_data
         self._fd_of[user_data] = fd
 

@@ -41,7 +41,8 @@ MORE = lib.IORING_CQE_F_MORE
 ECANCELED = errno.ECANCELED
 # One thread submits to a ring (thread-per-core), and completions are only needed when the
 # loop turn enters the kernel anyway: so the kernel may defer completion work to that enter
-# (DEFER_TASKRUN) instead of interrupting the thread for it (measured in bench/).
+# (DEFER_TASKRUN) instead of interrupting the thread for it. Kernels before 6.1 refuse the
+# flags; the driver then sets the ring up without them.
 SETUP_FLAGS = (lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_DEFER_TASKRUN
                | lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_SUBMIT_ALL)
 TRANSIENT_ENTER_ERRORS = (-errno.EINTR, -errno.EBUSY, -errno.EAGAIN)
