@@ -134,6 +134,8 @@ class SocketStream(_Socket):
             raise BusyResourceError("another task is already writing this stream")
         kind = type(buffer)
         view = (buffer if kind is bytes or kind is bytearray
+                or (kind is memoryview and buffer.format == "B"  # type: ignore[union-attr]
+                    and buffer.c_contiguous)  # type: ignore[union-attr]
                 else readable_view("buffer", buffer))
         total = len(view)
         # Both drivers first try the send right away: a socket with room in its buffer

@@ -43,6 +43,25 @@ DRAIN_TURNS = 20
 DRAIN_POLL_SECONDS = 0.01
 _local = threading.local()
 
+# Classes known to be traps (drivers register theirs): the per-step check is one set lookup.
+TRAP_CLASSES: set[type] = set()
+
+
+def register_trap_class(kind: type) -> type:
+    TRAP_CLASSES.add(kind)
+    return kind
+
+
+def _is_trap(candidate: object) -> bool:
+    """Duck-typed check for traps from elsewhere: a writable `task` and an `abort()`."""
+    if not callable(getattr(candidate, "abort", None)):
+        return False
+    try:
+        candidate.task = None  # type: ignore[attr-defined]
+    except AttributeError:
+        return False
+    return True
+
 
 class Trap(Protocol):
     """What a task yields to park: `abort()` is True if the wait ended at once on cancel."""
@@ -52,6 +71,7 @@ class Trap(Protocol):
     def abort(self) -> bool: ...
 
 
+@register_trap_class
 class _Checkpoint:
     """Yielded by `checkpoint()`: resume next turn (or raise Cancelled if cancelled)."""
 
@@ -67,6 +87,7 @@ class _Checkpoint:
         return (yield self)
 
 
+@register_trap_class
 class Wait:
     """A generic trap: park until someone calls `runtime.resume(task, value)`.
 
@@ -353,22 +374,21 @@ class Task(Generic[T]):
         try:
             trap = self.coro.send(value) if error is None else self.coro.throw(error)
         except StopIteration as stop:
+            runtime.current_task = None
             self._finish(stop.value, None)
             return
         except BaseException as failure:  # delivered to joiners / the group
+            runtime.current_task = None
             self._finish(None, failure)
             return
-        finally:
-            runtime.current_task = None
-        try:
-            trap.task = self
-            trap.abort  # noqa: B018 - every trap has abort(); anything else is foreign
-        except AttributeError:
+        runtime.current_task = None
+        if trap.__class__ not in TRAP_CLASSES and not _is_trap(trap):
             kind = type(trap).__name__
             runtime._ready.append((self, None, TypeError(
                 f"keel.runtime cannot await a {kind}: only keel awaitables (and coroutines "
                 "built on them) run here; use keel.runtime.asyncio_loop for asyncio code")))
             return
+        trap.task = self
         self._trap = trap
         if self._scope._effective:
             self._deliver_cancel()

@@ -19,6 +19,7 @@ from keel.native.epoll import Epoll
 from keel.native.eventfd import EventFd
 from keel.runtime.drivers.base import Buffer, Driver
 from keel.runtime.errors import BusyResourceError, ClosedResourceError
+from keel.runtime.scheduler import register_trap_class
 
 MILLISECONDS = 1000
 READ_EVENTS = ep.IN | ep.ERR | ep.HUP | ep.RDHUP
@@ -26,6 +27,7 @@ WRITE_EVENTS = ep.OUT | ep.ERR | ep.HUP
 WAKE_TOKEN = (1 << 63)
 
 
+@register_trap_class
 class _Readiness:
     """A task parked until one fd is ready in one direction."""
 

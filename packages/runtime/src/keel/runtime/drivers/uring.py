@@ -23,6 +23,7 @@ from keel.native.eventfd import EventFd
 from keel.native.io_uring import CqeBatch, IoUring, SqeBatch
 from keel.runtime.drivers.base import Buffer, Driver
 from keel.runtime.errors import BusyResourceError, Cancelled, ClosedResourceError
+from keel.runtime.scheduler import register_trap_class
 
 DEFAULT_ENTRIES = 256
 CQ_FACTOR = 4
@@ -58,6 +59,7 @@ def address_of(buffer: Buffer) -> int:
     return int(ffi.cast("uintptr_t", ffi.from_buffer(buffer)))
 
 
+@register_trap_class
 class _Op:
     """One in-flight SQE: the task waiting for it and the objects the kernel may touch."""
 
@@ -135,6 +137,7 @@ class _AcceptStream:
             self.driver._prep_cancel(self.user_data)
 
 
+@register_trap_class
 class _AcceptWait:
     __slots__ = ("stream", "task")
 
