@@ -1,4 +1,4 @@
-"""The scheduler: tasks as coroutines, one ready queue, cancel scopes, the loop turn.
+"""The scheduler: tasks as coroutines, one ready queue, the loop turn.
 
 Why this shape (trio's): a task suspends only by yielding a *trap* object, which knows how to
 abort what it waits for. Every wait in the runtime (an io_uring operation, an epoll readiness
@@ -19,17 +19,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from keel.runtime.errors import (
-    Cancelled,
-    LeakError,
-    NoRuntimeError,
-    RuntimeError_,
-    TooSlowError,
+from keel.runtime.cancel import (
+    CancelScope,
+    FailAfter,
+    fail_after,
+    move_on_after,
+    move_on_at,
 )
-from keel.runtime.timers import Timer, TimerHeap
+from keel.runtime.context import (
+    TRAP_CLASSES,
+    CheckpointTrap,
+    Trap,
+    Wait,
+    current_runtime,
+    current_task,
+    is_trap,
+    register_trap_class,
+    thread_state,
+)
+from keel.runtime.errors import Cancelled, LeakError, RuntimeError_
+from keel.runtime.timers import TimerHeap
 
 if TYPE_CHECKING:
     from keel.runtime.drivers.base import Driver
@@ -41,271 +52,18 @@ T = TypeVar("T")
 SHUTDOWN_GRACE_SECONDS = 5.0
 DRAIN_TURNS = 20
 DRAIN_POLL_SECONDS = 0.01
-_local = threading.local()
 
-# Classes known to be traps (drivers register theirs): the per-step check is one set lookup.
-TRAP_CLASSES: set[type] = set()
-
-
-def register_trap_class(kind: type) -> type:
-    TRAP_CLASSES.add(kind)
-    return kind
-
-
-def _is_trap(candidate: object) -> bool:
-    """Duck-typed check for traps from elsewhere: a writable `task` and an `abort()`."""
-    if not callable(getattr(candidate, "abort", None)):
-        return False
-    try:
-        candidate.task = None  # type: ignore[attr-defined]
-    except AttributeError:
-        return False
-    return True
-
-
-class Trap(Protocol):
-    """What a task yields to park: `abort()` is True if the wait ended at once on cancel."""
-
-    task: Task[Any] | None
-
-    def abort(self) -> bool: ...
-
-
-@register_trap_class
-class _Checkpoint:
-    """Yielded by `checkpoint()`: resume next turn (or raise Cancelled if cancelled)."""
-
-    __slots__ = ("task",)
-
-    def __init__(self) -> None:
-        self.task: Task[Any] | None = None
-
-    def abort(self) -> bool:
-        return True
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return (yield self)
-
-
-@register_trap_class
-class Wait:
-    """A generic trap: park until someone calls `runtime.resume(task, value)`.
-
-    `on_abort` undoes the registration (removes the task from a waiter list) and returns
-    True when the task may be cancelled right away.
-    """
-
-    __slots__ = ("on_abort", "task")
-
-    def __init__(self, on_abort: Callable[[], bool]) -> None:
-        self.on_abort = on_abort
-        self.task: Task[Any] | None = None
-
-    def abort(self) -> bool:
-        return self.on_abort()
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return (yield self)
-
-
-def current_runtime() -> Runtime:
-    """The runtime running on this thread, or NoRuntimeError."""
-    runtime: Runtime | None = getattr(_local, "runtime", None)
-    if runtime is None:
-        raise NoRuntimeError(
-            "no keel runtime is running on this thread: call this from a task started by "
-            "keel.runtime.run(main)"
-        )
-    return runtime
-
-
-def current_task() -> Task[Any]:
-    task = current_runtime().current_task
-    if task is None:
-        raise NoRuntimeError("not inside a keel task (called from a runtime callback?)")
-    return task
+__all__ = [
+    "TRAP_CLASSES", "CancelScope", "FailAfter", "Runtime", "Task", "TaskCancelledError", "Trap",
+    "Wait", "checkpoint", "current_runtime", "current_task", "fail_after", "move_on_after",
+    "move_on_at", "register_trap_class", "run", "sleep", "sleep_until", "spawn",
+]
 
 
 async def checkpoint() -> None:
     """Let other tasks run and deliver a pending cancellation (`await sleep(0)`)."""
     current_runtime()
-    await _Checkpoint()
-
-
-class CancelScope:
-    """A region of code that can be cancelled as a unit, optionally at a deadline.
-
-    Scopes nest per task; a task group's children live inside the group's scope, so
-    cancelling an outer scope reaches every task below it unless a scope is `shield`ed.
-    """
-
-    def __init__(self, *, deadline: float | None = None, shield: bool = False) -> None:
-        self.cancel_called = False
-        self.cancelled_caught = False
-        self._shield = shield
-        self._deadline = deadline
-        self._timer: Timer | None = None
-        self._parent: CancelScope | None = None
-        self._children: set[CancelScope] = set()
-        self._tasks: set[Task[Any]] = set()
-        self._effective = False
-        self._owner: Task[Any] | None = None
-        self._runtime: Runtime | None = None
-        self._entered = False
-
-    # Tree ---------------------------------------------------------------------------------
-    def _attach(self, parent: CancelScope | None, runtime: Runtime) -> None:
-        self._parent = parent
-        self._runtime = runtime
-        if parent is not None:
-            parent._children.add(self)
-        self._effective = self.cancel_called or (
-            parent is not None and parent._effective and not self._shield)
-        self._arm_deadline()
-
-    def _detach(self) -> None:
-        if self._parent is not None:
-            self._parent._children.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _arm_deadline(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._deadline is not None and self._runtime is not None and not self.cancel_called:
-            self._timer = self._runtime.timers.add(self._deadline, self.cancel)
-
-    def _update(self) -> None:
-        parent = self._parent
-        effective = self.cancel_called or (
-            parent is not None and parent._effective and not self._shield)
-        if effective == self._effective:
-            return
-        self._effective = effective
-        if effective:
-            for task in list(self._tasks):
-                task._deliver_cancel()
-        for child in list(self._children):
-            child._update()
-
-    # Public -------------------------------------------------------------------------------
-    def cancel(self) -> None:
-        """Cancel everything inside (idempotent, callable from any task of this runtime)."""
-        if self.cancel_called:
-            return
-        self.cancel_called = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._update()
-
-    @property
-    def deadline(self) -> float | None:
-        return self._deadline
-
-    @deadline.setter
-    def deadline(self, value: float | None) -> None:
-        self._deadline = value
-        self._arm_deadline()
-
-    @property
-    def shield(self) -> bool:
-        return self._shield
-
-    @shield.setter
-    def shield(self, value: bool) -> None:
-        self._shield = value
-        self._update()
-
-    @property
-    def cancelled(self) -> bool:
-        """True if code inside would see Cancelled at its next checkpoint."""
-        return self._effective
-
-    def __enter__(self) -> CancelScope:
-        if self._entered:
-            raise RuntimeError_("a CancelScope can be entered only once")
-        task = current_task()
-        self._entered = True
-        self._owner = task
-        parent = task._scope
-        self._attach(parent, task.runtime)
-        parent._tasks.discard(task)
-        self._tasks.add(task)
-        task._scope = self
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool:
-        task = self._owner
-        if task is None or task._scope is not self:
-            raise RuntimeError_("CancelScope exited out of order or from another task")
-        parent = self._parent
-        assert parent is not None
-        self._tasks.discard(task)
-        parent._tasks.add(task)
-        task._scope = parent
-        self._detach()
-        if exc is None or not self.cancel_called:
-            return False
-        if isinstance(exc, Cancelled):
-            self.cancelled_caught = True
-            return True
-        if isinstance(exc, BaseExceptionGroup):
-            rest = exc.subgroup(lambda error: not isinstance(error, Cancelled))
-            if rest is None:
-                self.cancelled_caught = True
-                return True
-            if rest is not exc:
-                raise rest from exc.__cause__
-        return False
-
-
-def move_on_after(seconds: float, *, shield: bool = False) -> CancelScope:
-    """A scope cancelled `seconds` from now; leaving it by cancellation is not an error."""
-    if seconds < 0:
-        raise ValueError(f"move_on_after needs seconds >= 0, got {seconds}")
-    return CancelScope(deadline=time.monotonic() + seconds, shield=shield)
-
-
-def move_on_at(deadline: float) -> CancelScope:
-    return CancelScope(deadline=deadline)
-
-
-class FailAfter:
-    """`with fail_after(s):` raises TooSlowError if the block is cancelled by its deadline."""
-
-    def __init__(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError(f"fail_after needs seconds >= 0, got {seconds}")
-        self._seconds = seconds
-        self.scope: CancelScope | None = None
-
-    def __enter__(self) -> CancelScope:
-        self.scope = CancelScope(deadline=time.monotonic() + self._seconds)
-        return self.scope.__enter__()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool:
-        assert self.scope is not None
-        swallowed = self.scope.__exit__(exc_type, exc, traceback)
-        if self.scope.cancelled_caught:
-            raise TooSlowError(f"block did not finish within {self._seconds} s") from exc
-        return swallowed
-
-
-def fail_after(seconds: float) -> FailAfter:
-    return FailAfter(seconds)
+    await CheckpointTrap()
 
 
 async def sleep(seconds: float) -> None:
@@ -314,7 +72,7 @@ async def sleep(seconds: float) -> None:
         raise ValueError(f"sleep needs seconds >= 0, got {seconds}")
     runtime = current_runtime()
     if seconds == 0:
-        await _Checkpoint()
+        await CheckpointTrap()
         return
     await sleep_until(runtime, time.monotonic() + seconds)
 
@@ -382,7 +140,7 @@ class Task(Generic[T]):
             self._finish(None, failure)
             return
         runtime.current_task = None
-        if trap.__class__ not in TRAP_CLASSES and not _is_trap(trap):
+        if trap.__class__ not in TRAP_CLASSES and not is_trap(trap):
             kind = type(trap).__name__
             runtime._ready.append((self, None, TypeError(
                 f"keel.runtime cannot await a {kind}: only keel awaitables (and coroutines "
@@ -392,7 +150,7 @@ class Task(Generic[T]):
         self._trap = trap
         if self._scope._effective:
             self._deliver_cancel()
-        elif trap.__class__ is _Checkpoint:
+        elif trap.__class__ is CheckpointTrap:
             self._trap = None
             runtime._ready.append((self, None, None))
 
@@ -546,9 +304,9 @@ class Runtime:
 
     def run(self, function: Callable[..., Awaitable[T]], args: tuple[Any, ...],
             strict: bool = False) -> T:
-        if getattr(_local, "runtime", None) is not None:
+        if getattr(thread_state, "runtime", None) is not None:
             raise RuntimeError_("a keel runtime is already running on this thread")
-        _local.runtime = self
+        thread_state.runtime = self
         interrupted: list[bool] = []
         previous_handler = self._catch_interrupt(interrupted)
         try:
@@ -566,7 +324,7 @@ class Runtime:
                 raise main._error
             return main._result  # type: ignore[return-value]
         finally:
-            _local.runtime = None
+            thread_state.runtime = None
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
 
