@@ -119,3 +119,12 @@ def demo(session: nox.Session) -> None:
     _install_stack(session, ALL_PACKAGES)
     session.run("keel", "doctor", success_codes=[0, 1])
     session.run("python", "integration/demos/first_guest.py")
+    # A test guest built from source by keel.vmm that switches real -> protected -> long -> CPL 3
+    # and reports each step over its serial port, booted by `keel vmm run`.
+    session.run("keel", "vmm", "guest", "build-test-guests")
+    modes_guest = session.run(
+        "python", "-c", "from keel.vmm.guests.build import guest_path; print(guest_path('modes'))",
+        silent=True,
+    )
+    session.run("keel", "vmm", "run", "--kernel", str(modes_guest).strip(), "--format", "flat",
+                "--mode", "real", "--load-address", "0x8000", "--timeout", "120")
