@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 from keel.vmm.guest_kernel import cpio
+from keel.vmm.guest_kernel.command_line import (
+    CPU_FEATURES,
+    emulation_safe_parameters,
+    feature_number,
+)
 from keel.vmm.guest_kernel.config import DISABLED, ENABLED, fragment_text, missing_options
 from keel.vmm.guest_kernel.errors import GuestKernelError
 from keel.vmm.guest_kernel.initramfs import BUSYBOX_PATH, build_initramfs
@@ -63,6 +68,16 @@ def test_cache_key_follows_every_input() -> None:
     assert build_key("6.1.176-1:1", patches=()) != base
 
 
+def test_emulation_safe_parameters() -> None:
+    parameters = emulation_safe_parameters().split()
+    assert SKIP_INT3_SELFTEST_PARAMETER in parameters
+    assert "noxsave" in parameters
+    cleared = next(p for p in parameters if p.startswith("clearcpuid="))
+    numbers = [int(n) for n in cleared.removeprefix("clearcpuid=").split(",")]
+    assert feature_number("smap") == 9 * 32 + 20 and feature_number("smap") in numbers
+    assert len(numbers) == len(CPU_FEATURES)
+
+
 def test_missing_source_names_the_install_command(tmp_path: Path) -> None:
     with pytest.raises(GuestKernelError, match=re.escape("apt-get install -y linux-source-6.1 bc")):
         check_prerequisites(tmp_path / "linux-source-6.1.tar.xz")
@@ -70,11 +85,16 @@ def test_missing_source_names_the_install_command(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not SOURCE_TARBALL.is_file() or shutil.which("patch") is None,
                     reason="needs Debian's linux-source-6.1 package and patch")
-def test_patch_applies_to_debian_source(tmp_path: Path) -> None:
-    member = "linux-source-6.1/arch/x86/kernel/alternative.c"
-    subprocess.run(["tar", "-xf", str(SOURCE_TARBALL), "-C", str(tmp_path), member],
+def test_patch_and_feature_numbers_match_debian_source(tmp_path: Path) -> None:
+    members = ["linux-source-6.1/arch/x86/kernel/alternative.c",
+               "linux-source-6.1/arch/x86/include/asm/cpufeatures.h"]
+    subprocess.run(["tar", "-xf", str(SOURCE_TARBALL), "-C", str(tmp_path), *members],
                    check=True, timeout=TOOL_TIMEOUT_SECONDS)
     tree = tmp_path / "linux-source-6.1"
+    header = (tree / "arch/x86/include/asm/cpufeatures.h").read_text()
+    for name, (word, bit) in CPU_FEATURES.items():
+        pattern = rf"#define X86_FEATURE_{name.upper()}\s+\(\s*{word}\*32\+\s*{bit}\)"
+        assert re.search(pattern, header), name
     subprocess.run(["patch", "-p1", "--forward", "--batch"], input=INT3_SELFTEST.text,
                    text=True, cwd=tree, check=True, capture_output=True,
                    timeout=TOOL_TIMEOUT_SECONDS)
