@@ -8,6 +8,7 @@ the rest walk a tree that prefers static segments over parameters over a catch-a
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
@@ -16,7 +17,14 @@ from keel.http.errors import ProtocolError, ResponseException, RouteError
 from keel.http.handler import Handler, Service, handler_service
 from keel.http.middleware.base import Layer, compose
 from keel.http.request import Request
-from keel.http.response import Responder, Response, error_response
+from keel.http.response import (
+    OK,
+    TEXT_TYPE,
+    Responder,
+    Response,
+    error_response,
+    into_response,
+)
 
 logger = logging.getLogger("keel.http")
 
@@ -27,6 +35,7 @@ INTERNAL_ERROR = 500
 PERMANENT_REDIRECT = 308
 MAX_PATH_SEGMENTS = 256
 HandlerT = TypeVar("HandlerT", bound=Handler)
+TEXT_HEADERS: tuple[tuple[str, str], ...] = (("content-type", TEXT_TYPE),)
 TrailingSlash = Literal["strict", "redirect"]
 
 
@@ -113,7 +122,7 @@ def any_method(handler: Handler) -> MethodRouter:
 class Endpoint:
     """A built MethodRouter: services per method, the Allow header, the route pattern."""
 
-    __slots__ = ("allow", "fallback", "pattern", "services")
+    __slots__ = ("allow", "fallback", "pattern", "plain", "services")
 
     def __init__(self, pattern: str, method_router: MethodRouter, outer: Sequence[Layer]) -> None:
         self.pattern = pattern
@@ -126,6 +135,13 @@ class Endpoint:
             for method, handler in method_router.handlers.items()}
         if "GET" in self.services and "HEAD" not in self.services:
             self.services["HEAD"] = self.services["GET"]
+        # Handlers without parameters or layers: the app awaits them directly (no Service).
+        self.plain: dict[str, Handler] = {} if layers else {
+            method: handler for method, handler in method_router.handlers.items()
+            if not inspect.signature(handler).parameters}
+        if "GET" in self.plain and "HEAD" not in self.plain and "HEAD" not in \
+                method_router.handlers:
+            self.plain["HEAD"] = self.plain["GET"]
         self.fallback: Service | None = None
         if method_router.any_handler is not None:
             self.fallback = compose(layers, guard(handler_service(method_router.any_handler)))
@@ -313,6 +329,7 @@ class App:
         self._fallback: Service = _guarded(handler_service(fallback)) if fallback else \
             _not_found
         self.service: Service = compose(layers, self._dispatch)
+        self._layered = bool(layers)
 
     def _insert(self, path: str, endpoint: Endpoint) -> None:
         node = self._tree
@@ -369,8 +386,26 @@ class App:
         return await service(request)
 
     async def __call__(self, request: Request, responder: Responder) -> None:
+        response: Response | None = None
+        text = b""
         try:
-            response = await self.service(request)
+            if self._layered:
+                response = await self.service(request)
+            else:
+                # Without router layers: a static route's plain handler is awaited directly,
+                # and a str it returns goes out without a Response object.
+                request.app_state = self.state
+                endpoint = self._static.get(request.path)
+                plain = endpoint.plain.get(request.method) if endpoint is not None else None
+                if plain is None:
+                    response = await self._dispatch(request)
+                else:
+                    result = await plain()
+                    if type(result) is str:
+                        text = result.encode()
+                    else:
+                        response = result if type(result) is Response else \
+                            into_response(result)
         except ResponseException as carried:
             response = carried.response
         except ProtocolError:
@@ -378,7 +413,9 @@ class App:
         except Exception:
             logger.exception("handler failed on %s %s", request.method, request.raw_path)
             response = error_response(INTERNAL_ERROR, "internal server error")
-        if type(response) is Response:  # the common case, one coroutine fewer
+        if response is None:
+            await responder.send_whole(OK, TEXT_HEADERS, text)
+        elif type(response) is Response:  # the common case, one coroutine fewer
             await responder.send_whole(response.status, response.headers, response.body)
         else:
             await response.send(responder)

@@ -27,6 +27,7 @@ from keel.http.protocol.writer import (
     DATE,
     encode_chunk,
     encode_head,
+    simple_head_prefix,
     status_allows_body,
 )
 
@@ -97,6 +98,9 @@ class HttpConnection:
         "_headers",
         "_last_head",
         "_limits",
+        "_max_header_bytes",
+        "_max_header_count",
+        "_max_request_line",
         "_parser",
         "_peer_closed",
         "_url",
@@ -109,10 +113,15 @@ class HttpConnection:
         "response_has_body",
         "response_started",
         "server_line",
+        "server_line_bytes",
     )
 
     def __init__(self, limits: Limits | None = None, server_header: str = "keel") -> None:
         self._limits = limits or Limits()
+        # Read by the parser callbacks on every request: kept as plain attributes.
+        self._max_header_bytes = self._limits.max_header_bytes
+        self._max_header_count = self._limits.max_header_count
+        self._max_request_line = self._limits.max_request_line
         self._parser = httptools.HttpRequestParser(self)
         self._events: deque[object] = deque()
         self._headers: list[tuple[bytes, bytes]] = []
@@ -124,6 +133,7 @@ class HttpConnection:
         self._failed = False
         self._peer_closed = False
         self.server_line = f"server: {server_header}\r\n" if server_header else ""
+        self.server_line_bytes = self.server_line.encode("latin-1")
         self.current: RequestHead | None = None
         self._last_head: RequestHead | None = None
         self.message_started = False
@@ -180,6 +190,22 @@ class HttpConnection:
         """The event `next_event` would return, without taking it (None if none is parsed)."""
         return self._events[0] if self._events else None
 
+    def next_head(self) -> RequestHead | None:
+        """The next parsed RequestHead, taken, if that is the next event (else None)."""
+        events = self._events
+        if events:
+            head = events[0]
+            if isinstance(head, RequestHead):
+                events.popleft()
+                return head
+        return None
+
+    @property
+    def waiting_for_request(self) -> bool:
+        """Nothing parsed and unserved, no request begun, the peer still there."""
+        return not self._events and not self.message_started and not self._peer_closed \
+            and not self._failed
+
     # httptools callbacks: state goes into per-request slots, never into per-call objects.
 
     def on_message_begin(self) -> None:
@@ -193,7 +219,7 @@ class HttpConnection:
 
     def on_url(self, url: bytes) -> None:
         self._url_length += len(url)
-        if self._url_length > self._limits.max_request_line:
+        if self._url_length > self._max_request_line:
             raise ProtocolError(URI_TOO_LONG, f"request target is longer than "
                                 f"{self._limits.max_request_line} bytes")
         self._url.append(url)
@@ -202,12 +228,12 @@ class HttpConnection:
         size = self._header_bytes + len(name) + len(value) + HEADER_LINE_OVERHEAD
         self._header_bytes = size
         headers = self._headers
-        if size > self._limits.max_header_bytes:
+        if size > self._max_header_bytes:
             raise ProtocolError(HEADERS_TOO_LARGE, f"request headers are larger than "
-                                f"{self._limits.max_header_bytes} bytes")
-        if len(headers) >= self._limits.max_header_count:
+                                f"{self._max_header_bytes} bytes")
+        if len(headers) >= self._max_header_count:
             raise ProtocolError(HEADERS_TOO_LARGE, f"more than "
-                                f"{self._limits.max_header_count} request headers")
+                                f"{self._max_header_count} request headers")
         name = name.lower()
         headers.append((name, value))
         if name in _FRAMING_HEADERS:
@@ -295,6 +321,17 @@ class HttpConnection:
         if head.expect_continue and not self.continue_sent:
             # The body was never asked for: it will not be read, so the connection ends.
             self.keep_alive = False
+        if body is not None and len(headers) == 1 and self.keep_alive and \
+                head.http_version == "1.1" and not head.upgrade and head.method != "HEAD" and \
+                status_allows_body(status):
+            # The common whole response (one content-type header): a cached head prefix.
+            name, value = headers[0]
+            prefix = simple_head_prefix(status, name, value, _RESPONSE_FRAMING)
+            if prefix is not None:
+                self.response_chunked = False
+                self.response_has_body = True
+                return b"%b%b%bcontent-length: %d\r\n\r\n%b" % (
+                    prefix, DATE.current_bytes(), self.server_line_bytes, len(body), body)
         has_body = status_allows_body(status)
         is_head = head.method == "HEAD"
         extra = DATE.current() + self.server_line

@@ -47,21 +47,31 @@ def status_allows_body(status: int) -> bool:
 
 
 class _DateCache:
-    """The Date header value, formatted once per second instead of once per response."""
+    """The Date header line, formatted once per second instead of once per response."""
 
-    __slots__ = ("line", "second")
+    __slots__ = ("line", "line_bytes", "second")
 
     def __init__(self) -> None:
         self.second = -1
         self.line = ""
+        self.line_bytes = b""
 
     def current(self) -> str:
         now = time.time()
-        second = int(now)
-        if second != self.second:
-            self.second = second
-            self.line = f"date: {formatdate(now, usegmt=True)}\r\n"
+        if now >= self.second + 1 or now < self.second:
+            self._refresh(now)
         return self.line
+
+    def current_bytes(self) -> bytes:
+        now = time.time()
+        if now >= self.second + 1 or now < self.second:
+            self._refresh(now)
+        return self.line_bytes
+
+    def _refresh(self, now: float) -> None:
+        self.second = int(now)
+        self.line = f"date: {formatdate(now, usegmt=True)}\r\n"
+        self.line_bytes = self.line.encode("latin-1")
 
 
 DATE = _DateCache()
@@ -86,6 +96,34 @@ def encode_head(status: int, headers: Sequence[tuple[str, str]], extra: str) -> 
         return "".join(parts).encode("latin-1")
     except UnicodeEncodeError as error:
         raise ResponseError(f"response headers must be latin-1 text: {error}") from None
+
+
+# Heads of whole responses with one application header (the usual content-type), keyed by
+# (status, name, value): the status line and that header line, encoded once. Bounded, since
+# values come from applications; past the bound, heads are built the ordinary way.
+MAX_CACHED_HEADS = 256
+_simple_heads: dict[tuple[int, str, str], bytes] = {}
+
+
+def simple_head_prefix(status: int, name: str, value: str,
+                       framing_names: frozenset[str]) -> bytes | None:
+    """The encoded status line plus `name: value`, or None if that header needs the slow path.
+
+    None when the name is one the writer must look at (`framing_names`), or when the cache
+    is full and the pair is new."""
+    key = (status, name, value)
+    prefix = _simple_heads.get(key)
+    if prefix is not None:
+        return prefix
+    if len(_simple_heads) >= MAX_CACHED_HEADS or name.lower() in framing_names:
+        return None
+    check_header(name, value)
+    try:
+        prefix = f"{status_line(status)}{name}: {value}\r\n".encode("latin-1")
+    except UnicodeEncodeError as error:
+        raise ResponseError(f"response headers must be latin-1 text: {error}") from None
+    _simple_heads[key] = prefix
+    return prefix
 
 
 def encode_chunk(data: bytes) -> bytes:

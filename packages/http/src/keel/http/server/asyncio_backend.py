@@ -12,14 +12,14 @@ import asyncio
 import signal
 import socket
 import ssl
-import types
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar, cast
 
 from keel.http.errors import ClientDisconnected
 from keel.http.server.backend import ConnectionHandler, Event, ReceiveTimeout, TaskGroup
+from keel.http.server.driver import resume_started
 
 T = TypeVar("T")
 
@@ -40,6 +40,8 @@ class AsyncioStream(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._parked: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._serve_parked: Callable[[bytes], bool] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._parked_at = 0.0
         self._idle_timeout = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -63,6 +65,14 @@ class AsyncioStream(asyncio.Protocol):
         self._on_connect(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._parked is not None and self._serve_parked is not None and not self._buffer:
+            # The common keep-alive case: the driver serves what these bytes complete inline.
+            if self._serve_parked(data):
+                if self._loop is not None:
+                    self._parked_at = self._loop.time()
+                return
+            self._wake_parked()
+            return
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered > self._high_water and not self._reading_paused:
@@ -109,11 +119,13 @@ class AsyncioStream(asyncio.Protocol):
     # -- parking: idle keep-alive connections wait without a task --
 
     def park(self, continuation: Callable[[], Coroutine[Any, Any, None]],
-             idle_timeout: float | None) -> bool:
+             idle_timeout: float | None,
+             serve_parked: Callable[[bytes], bool] | None = None) -> bool:
         if self._buffer or self._eof or self._closed or idle_timeout is None:
             return False
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._parked = continuation
+        self._serve_parked = serve_parked
         self._parked_at = loop.time()
         self._idle_timeout = idle_timeout
         if self._idle_timer is None:
@@ -133,6 +145,7 @@ class AsyncioStream(asyncio.Protocol):
 
     def _wake_parked(self) -> None:
         continuation, self._parked = self._parked, None
+        self._serve_parked = None
         if continuation is None:
             return
         coroutine = continuation()
@@ -140,7 +153,7 @@ class AsyncioStream(asyncio.Protocol):
             yielded = coroutine.send(None)  # inline: most requests finish right here
         except StopIteration:
             return
-        task = asyncio.ensure_future(_resume(coroutine, yielded))
+        task = asyncio.ensure_future(resume_started(coroutine, yielded))
         self._continuations.add(task)
         task.add_done_callback(self._continuations.discard)
 
@@ -173,6 +186,19 @@ class AsyncioStream(asyncio.Protocol):
             if self._transport is not None and not self._closed:
                 self._transport.resume_reading()
         return data
+
+    def send_now(self, data: bytes) -> bool:
+        """Hand `data` to the transport if nothing needs waiting for (no await); else False.
+
+        False means nothing was written: the caller uses `send`, which waits or raises. Data
+        that pushes the transport past its high-water mark is still accepted here, so at most
+        one response goes beyond the mark before `send` makes the writer wait."""
+        transport = self._transport
+        if self._writing_paused or self._closed or transport is None or \
+                transport.is_closing():
+            return False
+        transport.write(data)
+        return True
 
     async def send(self, data: bytes, timeout: float) -> None:
         transport = self._transport
@@ -212,27 +238,6 @@ class AsyncioStream(asyncio.Protocol):
         if transport is not None:
             transport.abort()
         self._wake_receiver()
-
-
-@types.coroutine
-def _resume(coroutine: Coroutine[Any, Any, None], yielded: Any) -> Generator[Any, Any, None]:
-    """Continue, inside a task, a coroutine that was started inline and then waited.
-
-    The first value it yielded (an asyncio future still marked blocking) goes to the task as
-    if the coroutine had yielded it there; afterwards values and exceptions pass through."""
-    while True:
-        try:
-            value = yield yielded
-        except BaseException as error:
-            try:
-                yielded = coroutine.throw(error)
-            except StopIteration:
-                return
-        else:
-            try:
-                yielded = coroutine.send(value)
-            except StopIteration:
-                return
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from typing import Any, Protocol
 
 from keel.http.config import ServerConfig
 from keel.http.errors import ClientDisconnected, ProtocolError, ResponseError
@@ -42,6 +43,38 @@ class _Parked:
 PARKED = _Parked()
 
 
+class _AfterInline:
+    """The inline requests are done and the connection may not carry more: just close it."""
+
+
+AFTER_INLINE = _AfterInline()
+# What `_serve_parked` leaves for `_continue`: a request coroutine that started inline and
+# then waited (with the value it yielded), an exception it raised, or AFTER_INLINE.
+InlineLeftover = tuple[Coroutine[Any, Any, None], Any] | Exception | _AfterInline
+
+
+@types.coroutine
+def resume_started(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Continue, inside whatever runs us, a coroutine that was started inline and then waited.
+
+    The first value it yielded (e.g. an asyncio future still marked blocking) goes up to our
+    runner as if the coroutine had yielded it there; afterwards values and exceptions pass
+    through, and its result is ours."""
+    while True:
+        try:
+            value = yield yielded
+        except BaseException as error:
+            try:
+                yielded = coroutine.throw(error)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coroutine.send(value)
+            except StopIteration as stop:
+                return stop.value
+
+
 class ConnectionRegistry(Protocol):
     """What a connection needs to know about the server it belongs to."""
 
@@ -55,9 +88,9 @@ class ConnectionRegistry(Protocol):
 class ConnectionDriver:
     """Serves the requests of one connection, one after another (pipelining included)."""
 
-    __slots__ = ("_body_done", "_declared_length", "_pending_head", "_registry",
-                 "_response_ended", "_sent_bytes", "_status", "app", "config", "core", "idle",
-                 "scheme", "stream")
+    __slots__ = ("_body_done", "_declared_length", "_leftover", "_pending_head", "_registry",
+                 "_response_ended", "_send_now", "_sent_bytes", "_status", "app", "config",
+                 "core", "idle", "scheme", "stream")
 
     def __init__(self, stream: Stream, app: ConnectionApp, config: ServerConfig,
                  registry: ConnectionRegistry | None = None) -> None:
@@ -74,6 +107,9 @@ class ConnectionDriver:
         self._declared_length: int | None = None
         self._sent_bytes = 0
         self._status = 0
+        self._leftover: InlineLeftover | None = None
+        # Streams that can write without awaiting (asyncio) save a coroutine per response.
+        self._send_now: Callable[[bytes], bool] | None = getattr(stream, "send_now", None)
 
     async def run(self) -> None:
         """Serve until the peer leaves, an error closes the connection or the server drains."""
@@ -85,7 +121,15 @@ class ConnectionDriver:
         """The request loop; returns early, connection open, when the stream parks it."""
         registry = self._registry
         parked = False
+        leftover, self._leftover = self._leftover, None
         try:
+            if leftover is not None:
+                if isinstance(leftover, Exception):
+                    raise leftover
+                if isinstance(leftover, tuple):
+                    await resume_started(*leftover)
+                if not self.core.keep_alive or (registry is not None and registry.draining):
+                    return
             while True:
                 head = await self._next_head()
                 if isinstance(head, _Parked):
@@ -129,7 +173,7 @@ class ConnectionDriver:
                     if self._registry is not None and self._registry.draining:
                         return None
                     park = getattr(self.stream, "park", None)
-                    if park is not None and park(self._continue, timeout):
+                    if park is not None and park(self._continue, timeout, self._serve_parked):
                         return PARKED
                 try:
                     data = await self.stream.receive(limits.read_size, timeout)
@@ -145,6 +189,40 @@ class ConnectionDriver:
             elif event is CONNECTION_CLOSED:
                 return None
             # A body or end event without a head cannot happen; skip it defensively.
+
+    def _serve_parked(self, data: bytes) -> bool:
+        """Bytes for a parked connection: serve the requests they complete, inline.
+
+        Why: most keep-alive requests arrive whole and are answered without waiting, so the
+        request coroutine runs to its end right here, with no task, no read future and no
+        trip through `_continue`. True: everything was served and the connection stays
+        parked. False: the stream must run `_continue`, which picks up what is left (a
+        request that waited, an error, a partial or failed request, or the close)."""
+        core = self.core
+        core.receive_data(data)
+        registry = self._registry
+        while True:
+            if registry is not None and registry.draining:
+                return False
+            head = core.next_head()
+            if head is None:
+                return core.waiting_for_request
+            self.idle = False
+            coroutine = self._serve(head)
+            try:
+                yielded = coroutine.send(None)
+            except StopIteration:
+                pass
+            except Exception as error:  # handled by _continue exactly as if raised there
+                self._leftover = error
+                return False
+            else:
+                self._leftover = (coroutine, yielded)
+                return False
+            self.idle = True
+            if not core.keep_alive:
+                self._leftover = AFTER_INLINE
+                return False
 
     async def _send_error(self, status: int, message: str) -> None:
         """Answer a request we could not parse, then the connection closes."""
@@ -267,7 +345,9 @@ class ConnectionDriver:
         self._status = status
         self._sent_bytes = len(body)
         self._response_ended = True
-        await self.stream.send(data, self.config.timeouts.send)
+        send_now = self._send_now
+        if send_now is None or not send_now(data):
+            await self.stream.send(data, self.config.timeouts.send)
 
     async def start(self, status: int, headers: Sequence[tuple[str, str]],
                     content_length: int | None) -> None:
