@@ -43,6 +43,8 @@ HTTP_OK = 200
 # grow by a few under load even after the warm-up; a per-request or per-call leak over tens
 # of thousands of requests would be far beyond this.
 GO_THREAD_POOL_GROWTH = 8
+LISTED_FDS = 5
+DRIVERS = ["io_uring", "epoll"]
 
 
 def load_requests() -> list[wrk_load.LoadRequest]:
@@ -86,8 +88,9 @@ async def settle(server: Server, runtime: Any, idle_tasks: int) -> None:
 @pytest.mark.go
 @pytest.mark.slow
 @pytest.mark.timeout(LOAD_SECONDS + WARM_UP_SECONDS + 90)
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_wrk_load_on_go_backed_handlers_has_no_errors_and_no_leaks(
-        go_library: Any, tmp_path: Path) -> None:
+        go_library: Any, tmp_path: Path, driver: str) -> None:
     wrk = wrk_load.find_wrk()
     if wrk is None:
         pytest.skip("needs wrk (Debian package `wrk`, listed in .ci/apt-packages.txt)")
@@ -132,7 +135,7 @@ def test_wrk_load_on_go_backed_handlers_has_no_errors_and_no_leaks(
             findings["os_threads"] = (os_threads_before, os_thread_count())
             server.shutdown()
 
-    kr.run(main, strict=True)
+    kr.run(main, driver=driver, strict=True)
 
     for phase in ("warm_up", "load"):
         report: wrk_load.WrkReport = findings[phase]
@@ -146,7 +149,10 @@ def test_wrk_load_on_go_backed_handlers_has_no_errors_and_no_leaks(
     assert operations_after == idle_operations, \
         f"in-flight kernel operations: {idle_operations} idle, {operations_after} after"
     opened, closed = findings["fds"]
-    assert not opened and not closed, f"fds opened {opened}, closed {closed} across the load"
+    assert not opened and not closed, \
+        f"across the load {len(opened)} fds were opened and left open (first: " \
+        f"{sorted(opened.items())[:LISTED_FDS]}), {len(closed)} closed (first: " \
+        f"{sorted(closed.items())[:LISTED_FDS]})"
     assert not findings["threads"], f"Python threads changed: {findings['threads']}"
     os_threads_before, os_threads_after = findings["os_threads"]
     assert os_threads_after <= os_threads_before + GO_THREAD_POOL_GROWTH, \
