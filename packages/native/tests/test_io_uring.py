@@ -8,7 +8,7 @@ import pytest
 
 from keel.native._uring import ffi, lib
 from keel.native.errors import ClosedResourceError
-from keel.native.io_uring import CqeBatch, IoUring, SqeBatch, probe_opcodes
+from keel.native.io_uring import CompletionArrays, CqeBatch, IoUring, SqeBatch, probe_opcodes
 
 
 def test_nop_completes_with_its_user_data() -> None:
@@ -61,6 +61,35 @@ def test_more_operations_than_ring_entries() -> None:
             seen.extend(completions[i][0] for i in range(len(completions)))
         assert sorted(seen) == list(range(32))
         assert ring.cq_overflow() == 0
+
+
+def test_reap_lists_splits_completions_and_prep_buffer_fills_one_sqe() -> None:
+    """The runtime's fast path: a read prepared by one C call, completions as int lists."""
+    read_end, write_end = os.pipe()
+    try:
+        with IoUring(8) as ring:
+            buffer = bytearray(16)
+            batch = SqeBatch(8)
+            lib.keel_sqe_prep_buffer(batch.pointer, 0, lib.IORING_OP_READ, read_end,
+                                     ffi.from_buffer(buffer), len(buffer), 0, 41)
+            batch.count = 1
+            batch.prep(lib.IORING_OP_NOP, user_data=(1 << 64) - 1)
+            os.write(write_end, b"split")
+            ring.submit(batch, wait_for=2)
+            completions = CompletionArrays(1)
+            seen: list[tuple[int, int, int]] = []
+            while len(seen) < 2:
+                user_data, results, flags = ring.reap_lists(completions)
+                assert len(user_data) <= 1, "reaped more than the arrays' capacity"
+                seen.extend(zip(user_data, results, flags, strict=True))
+            assert sorted(seen) == [(41, len(b"split"), 0), ((1 << 64) - 1, 0, 0)]
+            assert bytes(buffer[:5]) == b"split"
+            assert ring.reap_lists(completions) == ([], [], [])
+        with pytest.raises(ClosedResourceError):
+            ring.reap_lists(completions)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_probe_reports_supported_opcodes() -> None:

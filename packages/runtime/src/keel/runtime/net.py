@@ -118,7 +118,9 @@ class SocketStream(_Socket):
                 else writable_view("buffer", buffer, size))
         self._reading = True
         try:
-            count = await self._driver.recv_raw(self._socket, view, 0)
+            pending = self._driver.recv_raw(self._socket, view, 0)
+            # An int: the driver had the bytes (or the end) already; no suspension.
+            count = pending if isinstance(pending, int) else await pending
         finally:
             self._reading = False
         if count < 0:

@@ -65,6 +65,7 @@ struct io_uring_probe_op { __u8 op; __u16 flags; ...; };
 struct io_uring_probe { __u8 last_op; __u8 ops_len; struct io_uring_probe_op ops[]; ...; };
 struct io_uring_getevents_arg { __u64 sigmask; __u32 sigmask_sz; __u64 ts; ...; };
 struct __kernel_timespec { int64_t tv_sec; long long tv_nsec; };
+struct io_uring_buf_reg { __u64 ring_addr; __u32 ring_entries; __u16 bgid; ...; };
 
 struct keel_ring {
     int fd;
@@ -100,6 +101,13 @@ int keel_ring_submit_batch(struct keel_ring *ring, const struct io_uring_sqe *sq
                            unsigned count, unsigned wait_for, unsigned enter_flags);
 int keel_ring_wait(struct keel_ring *ring, unsigned wait_for, int64_t timeout_ns);
 unsigned keel_ring_reap(struct keel_ring *ring, struct io_uring_cqe *out, unsigned capacity);
+void keel_sqe_prep_buffer(struct io_uring_sqe *sqes, unsigned index, unsigned opcode, int fd,
+                          void *buffer, unsigned length, unsigned op_flags, uint64_t user_data);
+unsigned keel_ring_reap_split(struct keel_ring *ring, uint64_t *user_data, int32_t *results,
+                              uint32_t *flags, unsigned capacity);
+void keel_buf_ring_push(void *memory, unsigned entries, uint64_t address, unsigned length,
+                        unsigned bid);
+#define KEEL_CQE_BUFFER_SHIFT ...
 """
 
 

@@ -75,8 +75,9 @@ class Driver(abc.ABC):
     async def recv_into(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int: ...
 
     @abc.abstractmethod
-    def recv_raw(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> Awaitable[int]:
-        """The hot path of `read`: an awaitable of the byte count or of -errno.
+    def recv_raw(self, sock: socket.socket, buffer: Buffer,
+                 flags: int = 0) -> Awaitable[int] | int:
+        """The hot path of `read`: the byte count (or -errno) now, or an awaitable of it.
 
         Returning -errno instead of raising lets the io_uring driver hand back its operation
         object itself (no coroutine frame per read); the caller raises.

@@ -20,8 +20,9 @@ from typing import Any
 from keel.native._uring import ffi, lib
 from keel.native.errors import syscall_error
 from keel.native.eventfd import EventFd
-from keel.native.io_uring import CqeBatch, IoUring, SqeBatch
+from keel.native.io_uring import CompletionArrays, CqeBatch, IoUring, ProvidedBufferRing, SqeBatch
 from keel.runtime.drivers.base import Buffer, Driver
+from keel.runtime.drivers.uring_recv import RecvStream
 from keel.runtime.errors import BusyResourceError, Cancelled, ClosedResourceError
 from keel.runtime.scheduler import register_trap_class
 
@@ -47,11 +48,16 @@ ECANCELED = errno.ECANCELED
 SETUP_FLAGS = (lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_DEFER_TASKRUN
                | lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_SUBMIT_ALL)
 TRANSIENT_ENTER_ERRORS = (-errno.EINTR, -errno.EBUSY, -errno.EAGAIN)
+# Provided buffers for multishot recv (IORING_RECV_MULTISHOT needs Linux 6.0): enough for
+# every connection of a busy worker to have a message in flight; 2 MiB per runtime.
+RECV_BUFFER_GROUP = 0
+RECV_BUFFERS = 256
+RECV_BUFFER_BYTES = 8192
+MULTISHOT_RECV_KERNEL = (6, 0)
 
 
-_sqe_prep = lib.keel_sqe_prep
+_prep_buffer = lib.keel_sqe_prep_buffer
 _from_buffer = ffi.from_buffer
-_cast = ffi.cast
 OP_RECV = lib.IORING_OP_RECV
 
 
@@ -157,7 +163,7 @@ class UringDriver(Driver):
     name = "io_uring"
     nonblocking_fds = False
 
-    def __init__(self, entries: int = DEFAULT_ENTRIES) -> None:
+    def __init__(self, entries: int = DEFAULT_ENTRIES, multishot_recv: bool = True) -> None:
         super().__init__()
         try:
             self._ring = IoUring(entries, cq_entries=entries * CQ_FACTOR, flags=SETUP_FLAGS)
@@ -171,17 +177,37 @@ class UringDriver(Driver):
             self._sqes = self._batch.pointer
             self._ready: Any = None
             self._cqes = CqeBatch(self._ring.cq_entries)
+            self._completions = CompletionArrays(self._ring.cq_entries)
             self._ops: dict[int, Any] = {}
             self._next_user_data = FIRST_OPERATION
             self._timeout: Any = ffi.new("struct __kernel_timespec *")
             self._timeout_address = int(ffi.cast("uintptr_t", self._timeout))
             self._accepts: dict[int, _AcceptStream] = {}
+            self._recvs: dict[int, RecvStream] = {}
+            self._buffers = self._provide_buffers() if multishot_recv else None
             self._wake = EventFd(nonblocking=True)
             self._wake_armed = False
             self._arm_wake()
         except BaseException:
             self._ring.close()
             raise
+
+    def _provide_buffers(self) -> ProvidedBufferRing | None:
+        """The buffer ring multishot recv selects from, or None where the kernel lacks it."""
+        if _kernel_version() < MULTISHOT_RECV_KERNEL:
+            return None
+        try:
+            return ProvidedBufferRing(self._ring, RECV_BUFFER_GROUP, RECV_BUFFERS,
+                                      RECV_BUFFER_BYTES)
+        except OSError as error:
+            if error.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            return None
+
+    @property
+    def multishot_recv(self) -> bool:
+        """Whether stream reads go through a multishot recv with provided buffers."""
+        return self._buffers is not None
 
     # SQE preparation ----------------------------------------------------------------------
     def _prep(self, opcode: int, fd: int, address: int, length: int, offset: int,
@@ -267,22 +293,21 @@ class UringDriver(Driver):
         self._ready = runtime._ready
 
     def _reap(self) -> None:
-        ring = self._ring
-        cqes = self._cqes
-        pointer = cqes.pointer
+        reap_lists = self._ring.reap_lists
+        completions = self._completions
+        capacity = completions.capacity
         ops = self._ops
         ready_append = self._ready.append
         while True:
-            count = ring.reap(cqes)
+            # One C call copies the CQEs out as three int lists: no cdata per completion.
+            user_datas, results, all_flags = reap_lists(completions)
+            count = len(user_datas)
             self.completions += count
-            for index in range(count):
-                cqe = pointer[index]
-                user_data = cqe.user_data
+            for user_data, result, flags in zip(user_datas, results, all_flags, strict=True):
                 if user_data < FIRST_OPERATION:
                     if user_data == WAKE_USER_DATA:
-                        self._drain_wake(cqe.flags)
+                        self._drain_wake(flags)
                     continue
-                flags = cqe.flags
                 # Multishot operations stay registered while the kernel says "more".
                 operation = ops.get(user_data) if flags & MORE else ops.pop(user_data, None)
                 if operation is None:
@@ -291,10 +316,10 @@ class UringDriver(Driver):
                     # _Op.complete inlined: resume the task with the result.
                     task = operation.task
                     task._trap = None
-                    ready_append((task, cqe.res, None))
+                    ready_append((task, result, None))
                 else:
-                    operation.complete(cqe.res, flags)
-            if count < cqes.capacity:
+                    operation.complete(result, flags)
+            if count < capacity:
                 return
 
     def _drain_wake(self, flags: int) -> None:
@@ -314,7 +339,12 @@ class UringDriver(Driver):
             pass  # already signalled, or closing
 
     def in_flight(self) -> int:
-        return len(self._ops)
+        # An open socket's standing multishot recv with no read waiting on it is not an
+        # operation anyone waits for (the socket's close or the driver's close cancels it),
+        # so the leak check and callers asking "did my operations finish" do not count it.
+        standing = sum(1 for receiver in self._recvs.values()
+                       if receiver.armed and receiver.task is None)
+        return len(self._ops) - standing
 
     def close(self) -> None:
         if self._ring.closed:
@@ -322,6 +352,9 @@ class UringDriver(Driver):
         for stream in list(self._accepts.values()):
             stream.close()
         self._accepts.clear()
+        for receiver in list(self._recvs.values()):
+            receiver.close()
+        self._recvs.clear()
         for user_data in list(self._ops):
             self._prep_cancel(user_data)
         self._batch.prep(lib.IORING_OP_ASYNC_CANCEL, addr=WAKE_USER_DATA,
@@ -334,6 +367,8 @@ class UringDriver(Driver):
             self._reap_quietly()
             turns += 1
         self._ring.close()
+        if self._buffers is not None:
+            self._buffers.close()  # only now: the kernel may write into them until here
         self._wake.close()
 
     def _reap_quietly(self) -> None:
@@ -363,6 +398,9 @@ class UringDriver(Driver):
         await self._poll_once(fd, POLL_OUT)
 
     def forget_fd(self, fd: int, busy: bool = True) -> None:
+        receiver = self._recvs.pop(fd, None)
+        if receiver is not None:
+            receiver.close()
         stream = self._accepts.pop(fd, None)
         if stream is not None:
             stream.close()
@@ -391,7 +429,16 @@ class UringDriver(Driver):
             raise _error(result, "recv", fd)
         return result
 
-    def recv_raw(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> _Op:
+    def recv_raw(self, sock: socket.socket, buffer: Buffer,
+                 flags: int = 0) -> _Op | RecvStream | int:
+        if flags == 0 and self._buffers is not None:
+            receiver = self._recvs.get(sock.fileno())
+            if receiver is not None and receiver.sock is sock:
+                return receiver.read(buffer)
+            if receiver is not None:
+                receiver.close()  # a stale entry: the fd was closed behind our back
+            receiver = self._recvs[sock.fileno()] = RecvStream(self, sock, self._buffers)
+            return receiver.read(buffer)
         # The hottest path of the runtime, so `_start` and SqeBatch.prep are inlined: one
         # C call fills the SQE in place (the batch was sized and checked at setup).
         batch = self._batch
@@ -401,8 +448,8 @@ class UringDriver(Driver):
             count = 0
         user_data = self._next_user_data
         self._next_user_data = user_data + 1
-        _sqe_prep(self._sqes + count, OP_RECV, 0, sock.fileno(),
-                  _cast("uint64_t", _from_buffer(buffer)), len(buffer), 0, flags, user_data)
+        _prep_buffer(self._sqes, count, OP_RECV, sock.fileno(), _from_buffer(buffer),
+                     len(buffer), flags, user_data)
         batch.count = count + 1
         op = _Op(self, user_data, buffer)
         self._ops[user_data] = op
@@ -471,6 +518,15 @@ class UringDriver(Driver):
 
 
 AT_FDCWD = -100  # <fcntl.h>; Python's os module does not export it
+
+
+def _kernel_version() -> tuple[int, int]:
+    release = os.uname().release
+    try:
+        major, minor = release.split(".")[:2]
+        return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+    except ValueError:
+        return (0, 0)
 
 
 def _error(result: int, call: str, fd: int) -> OSError:
