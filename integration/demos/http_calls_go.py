@@ -17,6 +17,7 @@ from hashing_service import make_app, open_library
 
 import keel.runtime as kr
 from keel.http import Server
+from keel.runtime.drivers import chosen_driver_name
 
 HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 30.0
@@ -81,7 +82,7 @@ def main() -> None:
               f"({library.directory})")
         with ServerThread(make_app(library)) as port:
             print(f"http_calls_go: keel.http serving on http://{HOST}:{port} "
-                  f"(keel.runtime backend, driver chosen by probe)")
+                  f"(keel.runtime backend, {chosen_driver_name()} driver)")
             for method, path, body, what in REQUESTS:
                 status, text = fetch(port, method, path, body)
                 print(f"\n{method} {path}  -- {what}")
