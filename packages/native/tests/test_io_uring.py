@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
 from keel.native._uring import ffi, lib
 from keel.native.errors import ClosedResourceError
-from keel.native.io_uring import CompletionArrays, CqeBatch, IoUring, SqeBatch, probe_opcodes
+from keel.native.io_uring import (
+    CompletionArrays,
+    CqeBatch,
+    IoUring,
+    ProvidedBufferRing,
+    SqeBatch,
+    probe_opcodes,
+)
 
 
 def test_nop_completes_with_its_user_data() -> None:
@@ -90,6 +98,40 @@ def test_reap_lists_splits_completions_and_prep_buffer_fills_one_sqe() -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_multishot_recv_selects_provided_buffers() -> None:
+    """One RECV SQE, many messages: each completion names the provided buffer it filled."""
+    left, right = socket.socketpair()
+    ring = IoUring(8)
+    buffers = ProvidedBufferRing(ring, group=3, entries=2, buffer_size=16)
+    try:
+        batch = SqeBatch(2)
+        sqe = batch.prep(lib.IORING_OP_RECV, fd=left.fileno(), user_data=9,
+                         sqe_flags=lib.IOSQE_BUFFER_SELECT)
+        sqe.ioprio = lib.IORING_RECV_MULTISHOT
+        sqe.buf_index = buffers.group
+        ring.submit(batch)
+        completions = CompletionArrays(8)
+        received = bytearray()
+        for message in (b"first", b"second", b"third", b"fourth", b"fifth"):
+            right.send(message)
+            assert ring.wait(1, timeout=5)
+            user_data, results, flags = ring.reap_lists(completions)
+            assert user_data == [9] and results == [len(message)]
+            assert flags[0] & lib.IORING_CQE_F_MORE, "the multishot recv ended early"
+            assert flags[0] & lib.IORING_CQE_F_BUFFER
+            destination = bytearray(results[0])
+            buffers.take(buffers.buffer_id(flags[0]), destination, results[0])
+            received += destination
+        assert received == b"firstsecondthirdfourthfifth"  # 5 messages, 2 buffers: recycled
+        with pytest.raises(ValueError):
+            buffers.take(0, bytearray(4), 8)
+    finally:
+        ring.close()  # first: the kernel may write into the buffers until then
+        buffers.close()
+        left.close()
+        right.close()
 
 
 def test_probe_reports_supported_opcodes() -> None:

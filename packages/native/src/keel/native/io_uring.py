@@ -332,9 +332,9 @@ class ProvidedBufferRing(Closing):
                                               self.entries * BUFFER_RING_SLOT_BYTES))
         self._pool = mmap.mmap(-1, self.entries * self.buffer_size)
         self.ring_pointer = ffi.from_buffer(self._ring_memory)
-        self._pool_pointer = ffi.from_buffer(self._pool)
+        self.pool_pointer = ffi.from_buffer(self._pool)
         # Public for owners that inline `recycle` (keel_buf_ring_push) on their hot path.
-        self.pool_address = int(ffi.cast("uintptr_t", self._pool_pointer))
+        self.pool_address = int(ffi.cast("uintptr_t", self.pool_pointer))
         self.view = memoryview(self._pool)
         self._closed = False
         for buffer_id in range(self.entries):
@@ -355,6 +355,15 @@ class ProvidedBufferRing(Closing):
                                self.pool_address + buffer_id * self.buffer_size,
                                self.buffer_size, buffer_id)
 
+    def take(self, buffer_id: int, destination: Any, count: int) -> None:
+        """Copy the first `count` bytes of buffer `buffer_id` into `destination` (a writable
+        buffer) and recycle it, in one C call."""
+        if not 0 <= count <= min(self.buffer_size, len(destination)):
+            raise ValueError(f"count {count} exceeds the buffer ({self.buffer_size} bytes) "
+                             f"or the destination ({len(destination)} bytes)")
+        lib.keel_buf_ring_take(self.ring_pointer, self.entries, self.pool_pointer,
+                               self.buffer_size, buffer_id, ffi.from_buffer(destination), count)
+
     @staticmethod
     def buffer_id(cqe_flags: int) -> int:
         """The buffer a completion with IORING_CQE_F_BUFFER used."""
@@ -366,6 +375,6 @@ class ProvidedBufferRing(Closing):
         self._closed = True
         self.view.release()
         ffi.release(self.ring_pointer)
-        ffi.release(self._pool_pointer)
+        ffi.release(self.pool_pointer)
         self._ring_memory.close()
         self._pool.close()

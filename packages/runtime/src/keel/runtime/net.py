@@ -96,6 +96,8 @@ class SocketStream(_Socket):
         super().__init__(sock, driver)
         self._reading = False
         self._writing = False
+        # The driver's read entry point for this socket, resolved once (no per-read lookup).
+        self._receive = driver.receiver(sock)
 
     def _busy(self) -> bool:
         return self._reading or self._writing
@@ -118,7 +120,7 @@ class SocketStream(_Socket):
                 else writable_view("buffer", buffer, size))
         self._reading = True
         try:
-            pending = self._driver.recv_raw(self._socket, view, 0)
+            pending = self._receive(view)
             # An int: the driver had the bytes (or the end) already; no suspension.
             count = pending if isinstance(pending, int) else await pending
         finally:

@@ -107,6 +107,8 @@ unsigned keel_ring_reap_split(struct keel_ring *ring, uint64_t *user_data, int32
                               uint32_t *flags, unsigned capacity);
 void keel_buf_ring_push(void *memory, unsigned entries, uint64_t address, unsigned length,
                         unsigned bid);
+void keel_buf_ring_take(void *memory, unsigned entries, char *pool, unsigned buffer_size,
+                        unsigned bid, void *destination, unsigned count);
 #define KEEL_CQE_BUFFER_SHIFT ...
 """
 

@@ -283,3 +283,14 @@ static void keel_buf_ring_push(void *memory, unsigned entries, uint64_t address,
 
 /* IORING_CQE_BUFFER_SHIFT is an anonymous enum member, which the header scan does not see. */
 #define KEEL_CQE_BUFFER_SHIFT IORING_CQE_BUFFER_SHIFT
+
+/* A multishot recv's completion in one call: copy `count` bytes of provided buffer `bid`
+   (in the pool at `pool`, `buffer_size` bytes each) into `destination`, then hand the
+   buffer back to the kernel. The caller guarantees count <= both sizes. */
+static void keel_buf_ring_take(void *memory, unsigned entries, char *pool, unsigned buffer_size,
+                               unsigned bid, void *destination, unsigned count)
+{
+    char *source = pool + (size_t)bid * buffer_size;
+    memcpy(destination, source, count);
+    keel_buf_ring_push(memory, entries, (uint64_t)(uintptr_t)source, buffer_size, bid);
+}

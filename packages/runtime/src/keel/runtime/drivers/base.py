@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import abc
 import errno
+import functools
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from keel.native.errors import syscall_error
@@ -82,6 +83,10 @@ class Driver(abc.ABC):
         Returning -errno instead of raising lets the io_uring driver hand back its operation
         object itself (no coroutine frame per read); the caller raises.
         """
+
+    def receiver(self, sock: socket.socket) -> Callable[[Buffer], Awaitable[int] | int]:
+        """`recv_raw` bound to one connected socket, for its stream's reads."""
+        return functools.partial(self.recv_raw, sock)
 
     @abc.abstractmethod
     async def send(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int: ...

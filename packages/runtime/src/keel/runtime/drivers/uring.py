@@ -14,7 +14,7 @@ import os
 import select
 import socket
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from keel.native._uring import ffi, lib
@@ -429,16 +429,25 @@ class UringDriver(Driver):
             raise _error(result, "recv", fd)
         return result
 
+    def _recv_stream(self, sock: socket.socket, buffers: ProvidedBufferRing) -> RecvStream:
+        receiver = self._recvs.get(sock.fileno())
+        if receiver is not None and receiver.sock is sock and not receiver.closed:
+            return receiver
+        if receiver is not None:
+            receiver.close()  # a stale entry: the fd was closed behind our back
+        receiver = self._recvs[sock.fileno()] = RecvStream(self, sock, buffers)
+        return receiver
+
+    def receiver(self, sock: socket.socket) -> Callable[[Buffer], Any]:
+        if self._buffers is None:
+            return super().receiver(sock)
+        # Closed only with its socket (forget_fd); a read after that fails with EBADF.
+        return self._recv_stream(sock, self._buffers).read
+
     def recv_raw(self, sock: socket.socket, buffer: Buffer,
                  flags: int = 0) -> _Op | RecvStream | int:
         if flags == 0 and self._buffers is not None:
-            receiver = self._recvs.get(sock.fileno())
-            if receiver is not None and receiver.sock is sock:
-                return receiver.read(buffer)
-            if receiver is not None:
-                receiver.close()  # a stale entry: the fd was closed behind our back
-            receiver = self._recvs[sock.fileno()] = RecvStream(self, sock, self._buffers)
-            return receiver.read(buffer)
+            return self._recv_stream(sock, self._buffers).read(buffer)
         # The hottest path of the runtime, so `_start` and SqeBatch.prep are inlined: one
         # C call fills the SQE in place (the batch was sized and checked at setup).
         batch = self._batch

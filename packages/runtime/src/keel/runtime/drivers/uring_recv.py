@@ -19,7 +19,7 @@ import errno
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from keel.native._uring import lib
+from keel.native._uring import ffi, lib
 from keel.native.io_uring import ProvidedBufferRing
 from keel.runtime.errors import ClosedResourceError
 from keel.runtime.scheduler import register_trap_class
@@ -36,8 +36,10 @@ SELECT_BUFFER = lib.IOSQE_BUFFER_SELECT
 MULTISHOT = lib.IORING_RECV_MULTISHOT
 ECANCELED = errno.ECANCELED
 ENOBUFS = errno.ENOBUFS
+EBADF = errno.EBADF
 # Unread bytes a socket may hold before its multishot recv is paused (backpressure).
 PENDING_LIMIT_BYTES = 256 * 1024
+_from_buffer = ffi.from_buffer
 
 
 @register_trap_class
@@ -60,11 +62,13 @@ class RecvStream:
         "pending",
         "pool",
         "pool_address",
+        "pool_pointer",
         "push",
         "ring_entries",
         "ring_memory",
         "size",
         "sock",
+        "take_into",
         "task",
         "user_data",
     )
@@ -82,6 +86,8 @@ class RecvStream:
         self.ring_memory = buffers.ring_pointer
         self.ring_entries = buffers.entries
         self.pool_address = buffers.pool_address
+        self.pool_pointer = buffers.pool_pointer
+        self.take_into = lib.keel_buf_ring_take
         self.pending = bytearray()
         self.task: Any = None
         self.buffer: Any = None
@@ -133,6 +139,8 @@ class RecvStream:
 
     def ready_now(self, buffer: Any) -> int | None:
         """The outcome of a read into `buffer` if one is known now; else arm and say None."""
+        if self.closed:
+            return -EBADF
         if self.pending:
             count = self.take(buffer)
             if (not self.armed and not self.eof and not self.error
@@ -160,15 +168,13 @@ class RecvStream:
             elif task is not None and not self.pending:
                 target = self.buffer
                 room = len(target)
-                if result <= room:
-                    target[:result] = self.pool[start:start + result]
-                    count = result
-                else:
-                    target[:room] = self.pool[start:start + room]
+                count = result
+                if result > room:
                     self.pending += self.pool[start + room:start + result]
                     count = room
-                self.push(self.ring_memory, self.ring_entries,
-                          self.pool_address + start, self.size, buffer_id)
+                # Copy into the reader's buffer and recycle the provided one: one C call.
+                self.take_into(self.ring_memory, self.ring_entries, self.pool_pointer,
+                               self.size, buffer_id, _from_buffer(target), count)
                 self.task = None
                 self.buffer = None
                 task._trap = None
@@ -200,6 +206,7 @@ class RecvStream:
         self.pending.clear()
         if self.armed:
             self.driver._prep_cancel(self.user_data)
+            self.armed = False  # reads fail from now on; the final CQE only confirms it
         task = self.task
         if task is not None:
             self.task = None
