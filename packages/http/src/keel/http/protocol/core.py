@@ -190,6 +190,15 @@ class HttpConnection:
         """The event `next_event` would return, without taking it (None if none is parsed)."""
         return self._events[0] if self._events else None
 
+    def take_end_of_message(self) -> bool:
+        """Take END_OF_MESSAGE if it is the next event: the request had no body (or all of it
+        was taken already)."""
+        events = self._events
+        if events and events[0] is END_OF_MESSAGE:
+            events.popleft()
+            return True
+        return False
+
     def next_head(self) -> RequestHead | None:
         """The next parsed RequestHead, taken, if that is the next event (else None)."""
         events = self._events

@@ -102,11 +102,14 @@ class Backend(Protocol):
 
 
 BACKEND_NAMES = ("runtime", "asyncio", "trio")
-DEFAULT_BACKEND = "runtime"
+# asyncio (uvloop) is the default because it is the fastest for keel apps today: its stream
+# serves requests on idle keep-alive connections inline from `data_received` (see the README
+# and docs/benchmarks/http.md); keel.runtime stays selectable with `--backend runtime`.
+DEFAULT_BACKEND = "asyncio"
 
 
 def get_backend(name: str | None = None) -> Backend:
-    """The backend called `name` (keel.runtime by default)."""
+    """The backend called `name` (asyncio, uvloop when installed, by default)."""
     chosen = name or DEFAULT_BACKEND
     if chosen == "runtime":
         from keel.http.server.runtime_backend import RuntimeBackend

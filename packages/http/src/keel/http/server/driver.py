@@ -250,10 +250,7 @@ class ConnectionDriver:
         self._sent_bytes = 0
         self._status = 0
         # Requests without a body come with their end already parsed: settle it now.
-        self._body_done = False
-        if core.peek_event() is END_OF_MESSAGE:
-            core.next_event()
-            self._body_done = True
+        self._body_done = core.take_end_of_message()
         path, raw_path, query = split_target(head.target)
         request = Request(head.method, path, query, head.headers, raw_path=raw_path,
                           http_version=head.http_version, client=self.stream.peer,

@@ -1,6 +1,7 @@
 """The keel.runtime backend (io_uring, or epoll where io_uring is missing).
 
-Why it is the default: keel.runtime completes reads and writes in the kernel with one
+Why keep it (selectable with `--backend runtime`; asyncio is the default, being faster for
+keel apps today): keel.runtime completes reads and writes in the kernel with one
 `io_uring_enter` per loop turn. Reads use one buffer per connection, handed to the kernel and
 back (`count, buffer = await stream.read(buffer)`); writes return once the kernel took every
 byte, which is the backpressure. TLS runs the ssl module over memory BIOs, since the runtime
