@@ -4,10 +4,8 @@ under wrk load, answers every request correctly and leaves nothing behind.
 What "nothing behind" is checked against, taken after a short warm-up run (so Go has started
 the OS threads it keeps for the life of the process): the process's open fds, its Python
 threads, keel.runtime's task count and in-flight kernel operations, all exactly; OS threads
-within the few that Go's thread pool may add. The Go
-example library has no goroutine-count probe, so goroutines are not counted directly (see
-the integration report); a goroutine stuck on a call would keep its keel.ffi call pending,
-which shows here as an extra task still awaiting it.
+within the few that Go's thread pool may add; and the Go runtime's goroutine count (the
+example library's `goroutines()` probe, runtime.NumGoroutine), exactly.
 """
 
 from __future__ import annotations
@@ -118,6 +116,7 @@ def test_wrk_load_on_go_backed_handlers_has_no_errors_and_no_leaks(
             fds_before = open_fds()
             threads_before = set(threading.enumerate())
             os_threads_before = os_thread_count()
+            goroutines_before = go_library.goroutines()
 
             findings["load"] = await wrk_load.run_wrk(
                 wrk, url, script, tmp_path / "load.txt", seconds=LOAD_SECONDS,
@@ -133,6 +132,7 @@ def test_wrk_load_on_go_backed_handlers_has_no_errors_and_no_leaks(
                                 if fds_after.get(fd) != target})
             findings["threads"] = set(threading.enumerate()) ^ threads_before
             findings["os_threads"] = (os_threads_before, os_thread_count())
+            findings["goroutines"] = (goroutines_before, go_library.goroutines())
             server.shutdown()
 
     kr.run(main, driver=driver, strict=True)
@@ -154,6 +154,9 @@ def test_wrk_load_on_go_backed_handlers_has_no_errors_and_no_leaks(
         f"{sorted(opened.items())[:LISTED_FDS]}), {len(closed)} closed (first: " \
         f"{sorted(closed.items())[:LISTED_FDS]})"
     assert not findings["threads"], f"Python threads changed: {findings['threads']}"
+    goroutines_before, goroutines_after = findings["goroutines"]
+    assert goroutines_after == goroutines_before, \
+        f"goroutines: {goroutines_before} before the load, {goroutines_after} after"
     os_threads_before, os_threads_after = findings["os_threads"]
     assert os_threads_after <= os_threads_before + GO_THREAD_POOL_GROWTH, \
         f"OS threads (Go's included): {os_threads_before} before, {os_threads_after} after"

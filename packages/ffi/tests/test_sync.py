@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import asyncio
 import ctypes
 import threading
 import time
@@ -280,3 +281,21 @@ def test_fast_path_errors_match_the_checked_path(library: Any) -> None:
         library.divide(1)
     with pytest.raises(ArgumentTypeError, match="too many positional arguments"):
         library.empty(1)
+
+
+def test_goroutine_probe_counts_goroutines_started_by_async_calls(library: Any) -> None:
+    """The example's probe is what load tests use to prove no goroutine is leaked."""
+    idle = library.goroutines()
+    assert idle >= 1
+
+    async def main() -> None:
+        pending = [asyncio.ensure_future(library.slow_square(3, 300)) for _ in range(5)]
+        await asyncio.sleep(0.1)
+        assert library.goroutines() >= idle + len(pending)
+        assert await asyncio.gather(*pending) == [9] * len(pending)
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 5
+    while library.goroutines() > idle and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert library.goroutines() == idle

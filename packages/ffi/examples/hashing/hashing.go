@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -209,3 +210,5 @@ func (hashing) CgocheckProbe() error {
 	C.keel_example_touch(unsafe.Pointer(holder)) // cgocheck: Go pointer to unpinned Go pointer
 	return nil
 }
+
+func (hashing) Goroutines() (int64, error) { return int64(runtime.NumGoroutine()), nil }

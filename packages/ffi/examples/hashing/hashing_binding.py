@@ -132,3 +132,7 @@ class HashingLibrary(GoLibrary):
     async def parse_record_async(self, line: str) -> Record:
         result = await self.call_method('parse_record_async', line)
         return cast('Record', result)
+
+    def goroutines(self) -> int:
+        result = self.call_method('goroutines')
+        return cast('int', result)

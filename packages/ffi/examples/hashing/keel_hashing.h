@@ -63,6 +63,7 @@ typedef struct { void *arena; uint64_t value; } keel_Hashing_address_of_int32s_r
 typedef struct { uint32_t milliseconds; } keel_Hashing_sleep_args;
 typedef struct { keel_bytes line; } keel_Hashing_parse_record_async_args;
 typedef struct { void *arena; keel_s_Record value; } keel_Hashing_parse_record_async_result;
+typedef struct { void *arena; int64_t value; } keel_Hashing_goroutines_result;
 
 typedef int32_t (*keel_cb_int64_str__bool_fn)(void *, keel_cb_int64_str__bool_args *, keel_cb_int64_str__bool_result *);
 static inline int32_t keel_invoke_cb_int64_str__bool(void *function, void *handle, keel_cb_int64_str__bool_args *args, keel_cb_int64_str__bool_result *result) {

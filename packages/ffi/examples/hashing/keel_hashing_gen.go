@@ -114,6 +114,7 @@ type Hashing interface {
 	Sleep(milliseconds uint32) error
 	CgocheckProbe() error
 	ParseRecordAsync(ctx context.Context, line string) (Record, error)
+	Goroutines() (int64, error)
 }
 
 var keelImplementation Hashing = NewHashing()
@@ -802,4 +803,15 @@ func keel_Hashing_parse_record_async_async(completer C.int64_t, call C.uint64_t,
 		keelWrite_Record(value, &result.value, arena)
 		return nil
 	})
+}
+
+//export keel_Hashing_goroutines
+func keel_Hashing_goroutines(result *C.keel_Hashing_goroutines_result) (status C.int64_t) {
+	defer keelRecover(&status)
+	value, err := keelImplementation.Goroutines()
+	if err != nil {
+		return keelError(err)
+	}
+	result.value = C.int64_t(value)
+	return 0
 }
