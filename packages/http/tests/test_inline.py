@@ -38,6 +38,10 @@ def make_app() -> Router:
     async def teapot() -> str:
         raise HTTPException(418, "short and stout")
 
+    @app.get("/plain-json")
+    async def plain_json() -> dict[str, int]:
+        return {"a": 1}
+
     @app.get("/items/{item_id}")
     async def item(item_id: Path[int]) -> dict[str, int]:
         return {"id": item_id}
@@ -86,6 +90,21 @@ def test_idle_connection_keeps_serving_after_a_waiting_handler(backend: str) -> 
             assert reader.read()[2] == b"waited"
         sock.sendall(_get("/items/7"))
         assert reader.read()[2] == b'{"id":7}'
+
+
+def test_plain_handlers_on_an_idle_connection(backend: str) -> None:
+    with running_server(make_app(), backend) as (_, address), connect(address) as sock:
+        reader = ResponseReader(sock)
+        _parked(sock, reader)
+        sock.sendall(_get("/plain-json") + _get("/?x=1") + _get("/plain-json?y") +
+                     b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi" + _get("/"))
+        status, headers, body = reader.read()
+        assert (status, headers["content-type"], body) == (200, "application/json", b'{"a":1}')
+        assert reader.read()[::2] == (200, b"Hello, World!")
+        assert reader.read()[::2] == (200, b'{"a":1}')
+        status, headers, _ = reader.read()
+        assert (status, headers["allow"]) == (405, "GET, HEAD")
+        assert reader.read()[::2] == (200, b"Hello, World!")
 
 
 def test_body_and_head_on_an_idle_connection(backend: str) -> None:

@@ -27,6 +27,8 @@ OK = 200
 TUPLE_WITH_HEADERS = 3
 TUPLE_WITH_STATUS = 2
 
+TEXT_HEADERS: tuple[tuple[str, str], ...] = (("content-type", TEXT_TYPE),)
+
 _json_encoder = msgspec.json.Encoder()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
 from keel.http.errors import ProtocolError, ResponseException, RouteError
@@ -19,7 +19,7 @@ from keel.http.middleware.base import Layer, compose
 from keel.http.request import Request
 from keel.http.response import (
     OK,
-    TEXT_TYPE,
+    TEXT_HEADERS,
     Responder,
     Response,
     error_response,
@@ -35,7 +35,6 @@ INTERNAL_ERROR = 500
 PERMANENT_REDIRECT = 308
 MAX_PATH_SEGMENTS = 256
 HandlerT = TypeVar("HandlerT", bound=Handler)
-TEXT_HEADERS: tuple[tuple[str, str], ...] = (("content-type", TEXT_TYPE),)
 TrailingSlash = Literal["strict", "redirect"]
 
 
@@ -330,6 +329,21 @@ class App:
             _not_found
         self.service: Service = compose(layers, self._dispatch)
         self._layered = bool(layers)
+        # Request targets (bytes, as parsed) of static routes, for `plain_handler`.
+        self._static_targets: dict[bytes, Endpoint] = {
+            path.encode("ascii"): endpoint for path, endpoint in self._static.items()
+            if path.isascii() and "%" not in path and "?" not in path}
+
+    def plain_handler(self, method: str, target: bytes) -> Handler | None:
+        """The handler to call for a request with this method and raw target, when it is a
+        static route's handler without parameters or layers (None otherwise).
+
+        Why: the connection driver then calls it itself and sends a `str` result with no
+        Request, Service or Response object; `respond` finishes anything else."""
+        if self._layered:
+            return None
+        endpoint = self._static_targets.get(target)
+        return None if endpoint is None else endpoint.plain.get(method)
 
     def _insert(self, path: str, endpoint: Endpoint) -> None:
         node = self._tree
@@ -386,32 +400,37 @@ class App:
         return await service(request)
 
     async def __call__(self, request: Request, responder: Responder) -> None:
+        if not self._layered:
+            # Without router layers: a static route's plain handler is awaited directly.
+            request.app_state = self.state
+            endpoint = self._static.get(request.path)
+            plain = endpoint.plain.get(request.method) if endpoint is not None else None
+            if plain is not None:
+                await self.respond(plain(), request.method, request.raw_path, responder)
+                return
+            await self.respond(self._dispatch(request), request.method, request.raw_path,
+                               responder)
+            return
+        await self.respond(self.service(request), request.method, request.raw_path, responder)
+
+    async def respond(self, result: Awaitable[Any], method: str, raw_path: str,
+                      responder: Responder) -> None:
+        """Await a handler's (or service's) result and send it: a `str` without a Response
+        object, exceptions that carry a response as it, anything else as a logged 500."""
         response: Response | None = None
         text = b""
         try:
-            if self._layered:
-                response = await self.service(request)
+            value = await result
+            if type(value) is str:
+                text = value.encode()
             else:
-                # Without router layers: a static route's plain handler is awaited directly,
-                # and a str it returns goes out without a Response object.
-                request.app_state = self.state
-                endpoint = self._static.get(request.path)
-                plain = endpoint.plain.get(request.method) if endpoint is not None else None
-                if plain is None:
-                    response = await self._dispatch(request)
-                else:
-                    result = await plain()
-                    if type(result) is str:
-                        text = result.encode()
-                    else:
-                        response = result if type(result) is Response else \
-                            into_response(result)
+                response = value if type(value) is Response else into_response(value)
         except ResponseException as carried:
             response = carried.response
         except ProtocolError:
             raise
         except Exception:
-            logger.exception("handler failed on %s %s", request.method, request.raw_path)
+            logger.exception("handler failed on %s %s", method, raw_path)
             response = error_response(INTERNAL_ERROR, "internal server error")
         if response is None:
             await responder.send_whole(OK, TEXT_HEADERS, text)

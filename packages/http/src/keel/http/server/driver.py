@@ -12,7 +12,7 @@ import logging
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from keel.http.config import ServerConfig
 from keel.http.errors import ClientDisconnected, ProtocolError, ResponseError
@@ -24,7 +24,7 @@ from keel.http.protocol.core import (
     RequestHead,
 )
 from keel.http.request import Request, split_target
-from keel.http.response import Responder, error_response
+from keel.http.response import OK, TEXT_HEADERS, Responder, error_response
 from keel.http.server.backend import ReceiveTimeout, Stream
 
 logger = logging.getLogger("keel.http")
@@ -34,6 +34,10 @@ REQUEST_TIMEOUT = 408
 INTERNAL_ERROR = 500
 
 ConnectionApp = Callable[[Request, Responder], Awaitable[None]]
+# Optional on a ConnectionApp (keel's App has both): the handler to call directly for a
+# request method and raw target, and how to finish one whose result is not a plain str.
+PlainLookup = Callable[[str, bytes], Callable[[], Awaitable[Any]] | None]
+PlainRespond = Callable[[Awaitable[Any], str, str, Responder], Awaitable[None]]
 
 
 class _Parked:
@@ -51,6 +55,14 @@ AFTER_INLINE = _AfterInline()
 # What `_serve_parked` leaves for `_continue`: a request coroutine that started inline and
 # then waited (with the value it yielded), an exception it raised, or AFTER_INLINE.
 InlineLeftover = tuple[Coroutine[Any, Any, None], Any] | Exception | _AfterInline
+
+
+async def _returned(value: Any) -> Any:
+    return value
+
+
+async def _raised(error: Exception) -> Any:
+    raise error
 
 
 @types.coroutine
@@ -88,9 +100,25 @@ class ConnectionRegistry(Protocol):
 class ConnectionDriver:
     """Serves the requests of one connection, one after another (pipelining included)."""
 
-    __slots__ = ("_body_done", "_declared_length", "_leftover", "_pending_head", "_registry",
-                 "_response_ended", "_send_now", "_sent_bytes", "_status", "app", "config",
-                 "core", "idle", "scheme", "stream")
+    __slots__ = (
+        "_body_done",
+        "_declared_length",
+        "_leftover",
+        "_pending_head",
+        "_plain_lookup",
+        "_plain_respond",
+        "_registry",
+        "_response_ended",
+        "_send_now",
+        "_sent_bytes",
+        "_status",
+        "app",
+        "config",
+        "core",
+        "idle",
+        "scheme",
+        "stream",
+    )
 
     def __init__(self, stream: Stream, app: ConnectionApp, config: ServerConfig,
                  registry: ConnectionRegistry | None = None) -> None:
@@ -110,6 +138,10 @@ class ConnectionDriver:
         self._leftover: InlineLeftover | None = None
         # Streams that can write without awaiting (asyncio) save a coroutine per response.
         self._send_now: Callable[[bytes], bool] | None = getattr(stream, "send_now", None)
+        self._plain_lookup: PlainLookup | None = getattr(app, "plain_handler", None)
+        self._plain_respond: PlainRespond | None = getattr(app, "respond", None)
+        if self._plain_respond is None or config.access_log:
+            self._plain_lookup = None
 
     async def run(self) -> None:
         """Serve until the peer leaves, an error closes the connection or the server drains."""
@@ -208,21 +240,57 @@ class ConnectionDriver:
             if head is None:
                 return core.waiting_for_request
             self.idle = False
-            coroutine = self._serve(head)
-            try:
-                yielded = coroutine.send(None)
-            except StopIteration:
-                pass
-            except Exception as error:  # handled by _continue exactly as if raised there
-                self._leftover = error
-                return False
+            plain = self._plain_lookup
+            handler = plain(head.method, head.target) if plain is not None else None
+            if handler is not None:
+                core.begin_request(head)
+                coroutine = self._serve_plain(head, handler) if core.take_end_of_message() \
+                    else self._serve(head)
             else:
-                self._leftover = (coroutine, yielded)
-                return False
+                coroutine = self._serve(head)
+            if coroutine is not None:
+                try:
+                    yielded = coroutine.send(None)
+                except StopIteration:
+                    pass
+                except Exception as error:  # handled by _continue exactly as if raised there
+                    self._leftover = error
+                    return False
+                else:
+                    self._leftover = (coroutine, yielded)
+                    return False
             self.idle = True
             if not core.keep_alive:
                 self._leftover = AFTER_INLINE
                 return False
+
+    def _serve_plain(self, head: RequestHead,
+                     handler: Callable[[], Awaitable[Any]]) -> Coroutine[Any, Any, None] | None:
+        """A bodiless request for a plain handler (begun, its end taken): the handler runs
+        here, and a `str` it returns without waiting is sent with no Request, Service or
+        Response object. None when that is done; otherwise the coroutine that finishes the
+        request through the generic path (not started)."""
+        coroutine = cast(Coroutine[Any, Any, Any], handler())  # registration checked async def
+        try:
+            yielded = coroutine.send(None)
+        except StopIteration as stop:
+            result = stop.value
+            if type(result) is str and self._send_now is not None:
+                data = self.core.start_response(OK, TEXT_HEADERS, body=result.encode())
+                if self._send_now(data):
+                    self.core.finish_request(True)
+                    return None
+                return self._send_and_finish(data)
+            rest = _returned(result)
+        except Exception as error:
+            rest = _raised(error)
+        else:
+            rest = resume_started(coroutine, yielded)
+        return self._serve(head, rest)
+
+    async def _send_and_finish(self, data: bytes) -> None:
+        await self.stream.send(data, self.config.timeouts.send)
+        self.core.finish_request(True)
 
     async def _send_error(self, status: int, message: str) -> None:
         """Answer a request we could not parse, then the connection closes."""
@@ -241,23 +309,29 @@ class ConnectionDriver:
         except ClientDisconnected:
             pass
 
-    async def _serve(self, head: RequestHead) -> None:
+    async def _serve(self, head: RequestHead, handled: Awaitable[Any] | None = None) -> None:
+        """One request; `handled`: a plain handler's result already on its way (the request
+        was begun and its end taken by `_serve_parked`)."""
         core = self.core
-        core.begin_request(head)
+        if handled is None:
+            core.begin_request(head)
         self._pending_head = b""
         self._response_ended = False
         self._declared_length = None
         self._sent_bytes = 0
         self._status = 0
         # Requests without a body come with their end already parsed: settle it now.
-        self._body_done = core.take_end_of_message()
+        self._body_done = True if handled is not None else core.take_end_of_message()
         path, raw_path, query = split_target(head.target)
         request = Request(head.method, path, query, head.headers, raw_path=raw_path,
                           http_version=head.http_version, client=self.stream.peer,
                           scheme=self.scheme, body=self)
         started = time.monotonic() if self.config.access_log else 0.0
         try:
-            await self.app(request, self)
+            if handled is not None and self._plain_respond is not None:
+                await self._plain_respond(handled, head.method, raw_path, self)
+            else:
+                await self.app(request, self)
         except ProtocolError as error:
             core.keep_alive = False
             if not core.response_started:
