@@ -431,7 +431,7 @@ class UringDriver(Driver):
 
     def _recv_stream(self, sock: socket.socket, buffers: ProvidedBufferRing) -> RecvStream:
         receiver = self._recvs.get(sock.fileno())
-        if receiver is not None and receiver.sock is sock and not receiver.closed:
+        if receiver is not None and receiver.sock() is sock and not receiver.closed:
             return receiver
         if receiver is not None:
             receiver.close()  # a stale entry: the fd was closed behind our back

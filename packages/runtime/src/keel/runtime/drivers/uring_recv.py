@@ -16,6 +16,7 @@ re-armed only once a reader drained them.
 from __future__ import annotations
 
 import errno
+import weakref
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +77,9 @@ class RecvStream:
     def __init__(self, driver: UringDriver, sock: socket.socket,
                  buffers: ProvidedBufferRing) -> None:
         self.driver = driver
-        self.sock = sock
+        # Weak: the driver's table must not keep a socket its owner dropped alive (its fd
+        # would never close); a dead reference marks the entry stale.
+        self.sock = weakref.ref(sock)
         self.fd = sock.fileno()
         self.buffers = buffers
         self.pool = buffers.view
