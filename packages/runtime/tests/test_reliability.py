@@ -121,6 +121,28 @@ def test_leak_check_reports_an_unclosed_listener(driver: str) -> None:
         kept[0].socket.close()
 
 
+def test_main_failure_is_not_hidden_by_the_leak_it_causes(driver: str) -> None:
+    kept: list[kr.TcpListener] = []
+
+    async def main() -> None:
+        listener = kr.TcpListener.bind()
+        kept.append(listener)
+        with kr.move_on_after(0.01):
+            await listener.accept()
+        raise ValueError("the main task failed")
+
+    try:
+        with pytest.raises(ValueError, match="the main task failed") as raised:
+            kr.run(main, driver=driver, strict=True)
+        notes = getattr(raised.value, "__notes__", [])
+        if driver == "io_uring":
+            assert any("still in flight" in note for note in notes), notes
+        else:
+            assert notes == []  # epoll holds nothing in the kernel
+    finally:
+        kept[0].socket.close()
+
+
 EMFILE_SERVER = textwrap.dedent("""
     import errno, resource, sys
     import keel.runtime as kr

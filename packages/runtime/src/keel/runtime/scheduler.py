@@ -317,7 +317,14 @@ class Runtime:
                 while not main.done:
                     self._turn(finished)
             finally:
-                self._shutdown(strict)
+                try:
+                    self._shutdown(strict)
+                except LeakError as leak:
+                    # The main task's own failure is the news; the leak is likely its
+                    # consequence, so it rides along as a note instead of replacing it.
+                    if not main.done or main._error is None:
+                        raise
+                    main._error.add_note(f"keel.runtime shutdown also found: {leak}")
             if interrupted and (main._error is None or isinstance(main._error, Cancelled)):
                 raise KeyboardInterrupt
             if main._error is not None:
