@@ -272,16 +272,21 @@ class RuntimeBackend:
             listener.close()
 
         streams: set[RuntimeStream] = set()
-        async with kr.TaskGroup() as watchers:
-            watchers.spawn(close_when_stopped)
-            watchers.spawn(_sweep_deadlines, streams, stop)
-            while True:
-                try:
-                    stream, _ = await listener.accept()
-                except _CLOSED_ERRORS:
-                    if stop.is_set():
-                        break
-                    continue
-                raw = RuntimeStream(stream, registry=streams)
-                group.spawn(handler, raw if ssl_context is None
-                            else RuntimeTlsStream(raw, ssl_context))
+        try:
+            async with kr.TaskGroup() as watchers:
+                watchers.spawn(close_when_stopped)
+                watchers.spawn(_sweep_deadlines, streams, stop)
+                while True:
+                    try:
+                        stream, _ = await listener.accept()
+                    except _CLOSED_ERRORS:
+                        if stop.is_set():
+                            break
+                        continue
+                    raw = RuntimeStream(stream, registry=streams)
+                    group.spawn(handler, raw if ssl_context is None
+                                else RuntimeTlsStream(raw, ssl_context))
+        finally:
+            # Cancelled from outside (not stopped): the listener's armed accept must be
+            # cancelled in the kernel too, which closing it through keel.runtime does.
+            listener.close()
