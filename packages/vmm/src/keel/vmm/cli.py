@@ -111,7 +111,7 @@ def doctor() -> None:
 
 @vmm.group("guest")
 def guest() -> None:
-    """Build guests (test guests now; guest kernel and initramfs come later)."""
+    """Build guests: keel's test guests, a small Linux guest kernel and an initramfs."""
 
 
 @guest.command("build-test-guests")
@@ -126,3 +126,14 @@ def build_test_guests(rebuild: bool) -> None:
         raise click.ClickException(str(error)) from None
     for name, path in built.items():
         click.echo(f"{name:<18} {path}  ({GUESTS[name].description})")
+
+
+def _add_guest_kernel_commands() -> None:
+    """`keel vmm guest build-kernel` and `build-initramfs` (keel.vmm.guest_kernel)."""
+    from keel.vmm.guest_kernel.cli import build_initramfs_command, build_kernel_command
+
+    guest.add_command(build_kernel_command)
+    guest.add_command(build_initramfs_command)
+
+
+_add_guest_kernel_commands()
