@@ -7,10 +7,9 @@ flight at once, so a shared file position would be a race; callers say where.
 from __future__ import annotations
 
 import os
-from types import TracebackType
-from typing import Self
 
 from keel.runtime.buffers import ReadableBuffer, WritableBuffer, readable_view, writable_view
+from keel.runtime.closing import AsyncClosing
 from keel.runtime.drivers.base import Driver
 from keel.runtime.errors import BusyResourceError, ClosedResourceError
 from keel.runtime.scheduler import current_runtime
@@ -26,7 +25,7 @@ OPEN_MODES = {
 }
 
 
-class _FdObject:
+class _FdObject(AsyncClosing):
     def __init__(self, fd: int, driver: Driver, description: str) -> None:
         self._fd = fd
         self._driver = driver
@@ -49,20 +48,6 @@ class _FdObject:
                 self._driver.forget_fd(fd, self._pending > 0)
             finally:
                 os.close(fd)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None:
-        self.close()
 
     def _closed_error(self, error: OSError) -> BaseException:
         if self._fd < 0:

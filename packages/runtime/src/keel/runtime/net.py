@@ -8,11 +8,11 @@ with it, so even a cancelled read can never scribble over memory the caller reus
 from __future__ import annotations
 
 import socket
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from keel.native.errors import syscall_error
 from keel.runtime.buffers import ReadableBuffer, WritableBuffer, readable_view, writable_view
+from keel.runtime.closing import AsyncClosing
 from keel.runtime.drivers.base import DONT_WAIT, NO_SIGNAL, Driver
 from keel.runtime.errors import BusyResourceError, ClosedResourceError
 from keel.runtime.scheduler import current_runtime
@@ -26,7 +26,7 @@ def _driver() -> Driver:
     return current_runtime().driver
 
 
-class _Socket:
+class _Socket(AsyncClosing):
     """Common life cycle: one socket, one driver, explicit close that ends pending waits."""
 
     def __init__(self, sock: socket.socket, driver: Driver) -> None:
@@ -68,20 +68,6 @@ class _Socket:
             self._driver.forget_fd(self._socket.fileno(), self._busy())
         finally:
             self._socket.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None:
-        self.close()
 
     def _closed_error(self, error: OSError) -> BaseException:
         if self._closed:
