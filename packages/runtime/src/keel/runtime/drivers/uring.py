@@ -493,21 +493,19 @@ class UringDriver(Driver):
             await wait
 
     async def read_at(self, fd: int, buffer: Buffer, offset: int) -> int:
-        position = UNSIGNED_OFFSET_CURRENT if offset < 0 else offset
-        op = self._start(lib.IORING_OP_READ, fd, address_of(buffer), len(buffer), position, 0,
-                         buffer)
-        result: int = await op
-        if result < 0:
-            raise _error(result, "read", fd)
-        return result
+        return await self._positioned(lib.IORING_OP_READ, "read", fd, buffer, offset)
 
     async def write_at(self, fd: int, buffer: Buffer, offset: int) -> int:
+        return await self._positioned(lib.IORING_OP_WRITE, "write", fd, buffer, offset)
+
+    async def _positioned(self, opcode: int, call: str, fd: int, buffer: Buffer,
+                          offset: int) -> int:
+        """A read or write at `offset` (negative: the file position), the buffer held."""
         position = UNSIGNED_OFFSET_CURRENT if offset < 0 else offset
-        op = self._start(lib.IORING_OP_WRITE, fd, address_of(buffer), len(buffer), position, 0,
-                         buffer)
+        op = self._start(opcode, fd, address_of(buffer), len(buffer), position, 0, buffer)
         result: int = await op
         if result < 0:
-            raise _error(result, "write", fd)
+            raise _error(result, call, fd)
         return result
 
     async def fsync(self, fd: int) -> None:
