@@ -82,17 +82,23 @@ def test_bad_pool_arguments() -> None:
 
 
 SCRIPT = textwrap.dedent("""
+    import os
     import sys
     import keel.runtime as kr
     from keel.runtime.workers import WorkerPool, reserve_port
 
+    def say(line):
+        # One write(2) per line: two worker threads share stdout, and print()
+        # writes its arguments and the newline separately, so lines interleave.
+        os.write(sys.stdout.fileno(), (line + "\n").encode())
+
     async def worker(index, port):
         try:
             with kr.TcpListener.bind("127.0.0.1", port, reuseport=True):
-                print("worker", index, "listening", flush=True)
+                say(f"worker {index} listening")
                 await kr.sleep(3600)
         finally:
-            print("worker", index, "cleaned up", flush=True)
+            say(f"worker {index} cleaned up")
 
     if __name__ == "__main__":
         pool = WorkerPool(worker, reserve_port(), workers=2, mode=sys.argv[1],
