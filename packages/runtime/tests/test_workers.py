@@ -90,7 +90,7 @@ SCRIPT = textwrap.dedent("""
     def say(line):
         # One write(2) per line: two worker threads share stdout, and print()
         # writes its arguments and the newline separately, so lines interleave.
-        os.write(sys.stdout.fileno(), (line + "\n").encode())
+        os.write(sys.stdout.fileno(), (line + "\\n").encode())
 
     async def worker(index, port):
         try:
@@ -117,7 +117,10 @@ def test_sigterm_stops_every_worker_cleanly(driver: str, mode: str, tmp_path) ->
     try:
         assert process.stdout is not None
         listening = [process.stdout.readline() for _ in range(2)]
-        assert all("listening" in line for line in listening), listening
+        if not all("listening" in line for line in listening):
+            process.kill()
+            _, errors = process.communicate()
+            pytest.fail(f"workers did not start: {listening!r}\n{errors}")
         process.send_signal(signal.SIGTERM)
         output, errors = process.communicate(timeout=120)
     finally:
