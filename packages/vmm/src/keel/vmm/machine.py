@@ -10,6 +10,7 @@ once as the VM's exit and stops the other vCPUs with a signal plus `immediate_ex
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ from keel.vmm.devices.serial import COM1_IRQ, COM1_PORT, SERIAL_PORT_LENGTH, Ser
 from keel.vmm.errors import GuestCrashError, VmmError, VmStateError
 from keel.vmm.memory import GuestMemory
 from keel.vmm.registers import describe_registers
+from keel.vmm.virtio.block import BlockDevice
+from keel.vmm.virtio.machine_devices import MachineDevices
+from keel.vmm.virtio.net import NetDevice
+from keel.vmm.virtio.net_tap import TapBackend
+from keel.vmm.virtio.rng import RngDevice
 
 logger = logging.getLogger("keel.vmm")
 
@@ -133,6 +139,7 @@ class Vm:
                 write_mptable(self.memory, vcpu_count)
             self.bus = Bus()
             self._add_legacy_devices()
+            self.virtio = MachineDevices(self._vm, self.bus.mmio, self.memory)
             supported = self._kvm.supported_cpuid()
             for vcpu_id in range(vcpu_count):
                 vcpu = self._vm.create_vcpu(vcpu_id)
@@ -199,6 +206,23 @@ class Vm:
     def irq_line(self, irq: int, level: bool) -> None:
         self._vm.irq_line(irq, level)
 
+    # virtio devices (before start; their I/O runs on keel.runtime, see virtio/event_loop.py)
+    def add_virtio_net(self, tap: str | TapBackend, mac: str | bytes | None = None) -> NetDevice:
+        """virtio-net on the TAP `tap` (a name opens or creates it in this thread's netns)."""
+        return self.virtio.add_net(tap, mac)
+
+    def add_virtio_block(self, path: str | os.PathLike[str], *, read_only: bool = False,
+                         serial: str = "keel") -> BlockDevice:
+        """virtio-blk on a disk image file; `read_only` refuses the guest's writes."""
+        return self.virtio.add_block(path, read_only=read_only, serial=serial)
+
+    def add_virtio_rng(self) -> RngDevice:
+        return self.virtio.add_rng()
+
+    def virtio_command_line(self) -> str:
+        """`virtio_mmio.device=...` for every virtio device: append it to a Linux command line."""
+        return self.virtio.command_line()
+
     # Running --------------------------------------------------------------------------------
     def load(self, entry: EntryPoint) -> None:
         """Put the boot vCPU at `entry` (the others wait for the guest's INIT/SIPI)."""
@@ -210,6 +234,7 @@ class Vm:
         if self._closed or self._started:
             raise VmStateError("a VM starts once, before close()")
         self._started = True
+        self.virtio.start()
         self.boot_timer.restart()
         for runner in self._runners:
             runner.thread = threading.Thread(target=self._run_vcpu, args=(runner,),
@@ -358,6 +383,8 @@ class Vm:
             for runner in self._runners:
                 if runner.thread is not None:
                     runner.thread.join()
+        if hasattr(self, "virtio"):
+            self.virtio.close()
         for runner in self._runners:
             runner.vcpu.close()
         if hasattr(self, "_vm"):

@@ -103,6 +103,10 @@ class NetDevice(VirtioDevice):
         self.backend = backend
         self.mac = parse_mac(mac)
         self._pending: bytes | None = None
+        # Set by an event loop that does the backend I/O itself: it reads frames and hands
+        # them to deliver(), and takes TX frames from the outbox instead of backend.send().
+        self.pulls_from_backend = True
+        self.outbox: list[bytes] | None = None
         self.frames_sent = 0
         self.frames_received = 0
         self.frames_dropped = 0
@@ -125,7 +129,7 @@ class NetDevice(VirtioDevice):
         if index == TX_QUEUE:
             self.drain(self.queues[TX_QUEUE], self._transmit)
         elif index == RX_QUEUE:
-            self._receive()
+            self._receive(self.pulls_from_backend)
 
     @property
     def waiting_for_buffers(self) -> bool:
@@ -134,7 +138,26 @@ class NetDevice(VirtioDevice):
 
     def receive_from_backend(self) -> None:
         """The backend has frames (its fd is readable): move them into RX buffers."""
-        self.guarded(self._receive)
+        self.guarded(lambda: self._receive(self.pulls_from_backend))
+
+    def deliver(self, frame: bytes) -> None:
+        """A frame the event loop read: into an RX buffer now, or held until the driver posts
+        one (`waiting_for_buffers`; the caller stops reading until then). Dropped while the
+        device is not live, as a NIC whose link is down drops it."""
+        with self.lock:
+            if not self.active or self.broken or self._pending is not None:
+                self.frames_dropped += 1
+                return
+            self._pending = frame
+            self._guarded(lambda: self._receive(False))
+
+    def take_outbox(self) -> list[bytes]:
+        """TX frames the guest queued since the last call, in order (event-loop mode)."""
+        with self.lock:
+            frames = self.outbox or []
+            if self.outbox is not None:
+                self.outbox = []
+            return frames
 
     # -- TX ---------------------------------------------------------------------------------
 
@@ -145,17 +168,23 @@ class NetDevice(VirtioDevice):
             logger.debug("%s: TX chain %d of %d bytes dropped (expected %d to %d)", self.label,
                          chain.head, length, HEADER_SIZE, FRAME_LIMIT)
             return 0
-        self.backend.send(chain.read(self.require_memory(), length))
+        frame = chain.read(self.require_memory(), length)
+        if self.outbox is not None:
+            self.outbox.append(frame)
+        else:
+            self.backend.send(frame)
         self.frames_sent += 1
         return 0
 
     # -- RX ---------------------------------------------------------------------------------
 
-    def _receive(self) -> None:
+    def _receive(self, pull: bool) -> None:
         memory = self.require_memory()
         queue = self.queues[RX_QUEUE]
         for _ in range(RX_BATCH_LIMIT):
-            frame = self._pending if self._pending is not None else self.backend.receive()
+            frame = self._pending
+            if frame is None and pull:
+                frame = self.backend.receive()
             if frame is None:
                 break
             chain = queue.pop()
