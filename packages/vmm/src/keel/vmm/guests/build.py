@@ -42,6 +42,26 @@ class GuestSpec:
     linker_script: str
     flat: bool
     description: str
+    headers: tuple[str, ...] = ()      # packaged headers the sources include (hashed, staged)
+    libraries: tuple[str, ...] = ()    # third-party code compiled in ("lwip")
+
+
+@dataclass(frozen=True)
+class GuestLibrary:
+    """Third-party C compiled into a guest from outside keel's tree (lwIP from Debian)."""
+
+    identity: str                              # name and version: part of the cache key
+    sources: tuple[Path, ...]
+    include_directories: tuple[Path, ...]
+    cflags: tuple[str, ...]                    # added after CFLAGS for the library's files
+    staged_headers: tuple[tuple[str, str], ...] = ()  # (path in the build, packaged header)
+
+
+def _libraries(spec: GuestSpec) -> list[GuestLibrary]:
+    from keel.vmm.guests import lwip  # fetched (and cached) on first use only
+
+    known = {"lwip": lwip.guest_library}
+    return [known[name]() for name in spec.libraries]
 
 
 GUESTS: dict[str, GuestSpec] = {spec.name: spec for spec in (
@@ -96,10 +116,14 @@ def _run(command: list[str], cwd: Path) -> str:
 def input_hash(spec: GuestSpec, source_directory: Path | None = None) -> str:
     """The cache key: sources, header, linker script, flags and tool versions."""
     digest = hashlib.sha256()
+    libraries = _libraries(spec)
     texts = [_source_text(name, source_directory)
-             for name in ("guest.h", spec.linker_script, *spec.sources)]
+             for name in ("guest.h", spec.linker_script, *spec.sources, *spec.headers,
+                          *(header for library in libraries
+                            for _, header in library.staged_headers))]
     for part in (repr(spec).encode(), repr(CFLAGS + LDFLAGS).encode(), _tool_version("gcc"),
-                 _tool_version("ld"), *texts):
+                 _tool_version("ld"), *(repr(library).encode() for library in libraries),
+                 *texts):
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest()[:24]
@@ -120,13 +144,26 @@ def guest_path(name: str, *, rebuild: bool = False,
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"keel-guest-{name}-") as scratch_name:
         scratch = Path(scratch_name)
-        for source in (*spec.sources, "guest.h", spec.linker_script):
+        for source in (*spec.sources, *spec.headers, "guest.h", spec.linker_script):
             (scratch / source).write_bytes(_source_text(source, source_directory))
+        libraries = _libraries(spec)
+        includes = [f"-I{include}" for library in libraries
+                    for include in (scratch, *library.include_directories)]
+        for library in libraries:
+            for build_path, header in library.staged_headers:
+                (scratch / build_path).parent.mkdir(parents=True, exist_ok=True)
+                (scratch / build_path).write_bytes(_source_text(header, source_directory))
         objects = []
         for source in spec.sources:
             object_name = f"{source}.o"
-            _run(["gcc", *CFLAGS, "-c", source, "-o", object_name], scratch)
+            _run(["gcc", *CFLAGS, *includes, "-c", source, "-o", object_name], scratch)
             objects.append(object_name)
+        for index, library in enumerate(libraries):
+            for library_source in library.sources:
+                object_name = f"library{index}-{library_source.stem}.o"
+                _run(["gcc", *CFLAGS, *library.cflags, *includes, "-c", str(library_source),
+                      "-o", object_name], scratch)
+                objects.append(object_name)
         _run(["ld", *LDFLAGS, "-T", spec.linker_script, "-o", "guest.elf", *objects], scratch)
         output = scratch / "guest.elf"
         if spec.flat:
