@@ -107,14 +107,17 @@ static void zero_bytes(void *to, u64 length) {
 
 /* -- the command line ----------------------------------------------------------------- */
 
+/* PVH first: QEMU's qboot firmware enters PVH kernels with eax = 0x2badb002 (the multiboot
+   magic) and ebx = hvm_start_info, so the magic alone does not tell the protocols apart. */
 const char *boot_command_line(u64 info, u64 magic) {
+    if (info && *(const u32 *)info == PVH_START_INFO_MAGIC) {
+        const char *line = (const char *)*(const u64 *)(info + PVH_CMDLINE_OFFSET);
+        return line ? line : "";
+    }
     if (magic == MULTIBOOT_INFO_MAGIC && info) {
         u32 flags = *(const u32 *)info;
         if (flags & MULTIBOOT_FLAG_CMDLINE)
             return (const char *)(u64)*(const u32 *)(info + MULTIBOOT_CMDLINE_OFFSET);
-    } else if (info && *(const u32 *)info == PVH_START_INFO_MAGIC) {
-        const char *line = (const char *)*(const u64 *)(info + PVH_CMDLINE_OFFSET);
-        if (line) return line;
     }
     return "";
 }
