@@ -79,6 +79,12 @@ GUESTS: dict[str, GuestSpec] = {spec.name: spec for spec in (
               "elf.ld", False, "multiboot v1 + PVH ELF that echoes its boot information"),
     GuestSpec("exit-loop", ("boot32.S", "entry64.S", "paging32.S", "runtime.c", "exit_loop.c"),
               "elf.ld", False, "multiboot benchmark guest: port I/O + MMIO exits at CPL 3"),
+    GuestSpec("http-lwip", ("boot32.S", "entry64.S", "paging32.S", "runtime.c",
+                            "virtio_mmio_driver.c", "lwip_libc.c", "lwip_vnet_netif.c",
+                            "lwip_http_server.c", "http_lwip.c"), "elf.ld", False,
+              "multiboot/PVH ELF: lwIP (Debian's) serves HTTP over virtio-net at CPL 3",
+              headers=("virtio_guest.h", "lwipopts.h", "lwip_arch_cc.h", "lwip_vnet_netif.h",
+                       "lwip_http_server.h"), libraries=("lwip",)),
 )}
 
 
