@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from keel.native.testing.skips import requires_kvm
+from keel.native.netns import NetworkNamespace
+from keel.native.testing.skips import requires_kvm, requires_tap
 
 TIMEOUT = 60
 
@@ -88,3 +89,43 @@ def test_build_test_guests_lists_each_guest() -> None:
     assert result.returncode == 0, result.stderr
     for name in ("hello", "modes", "bootinfo-bzimage", "bootinfo-elf", "exit-loop"):
         assert name in result.stdout
+
+
+@requires_kvm
+@requires_tap
+@pytest.mark.kvm
+@pytest.mark.tap
+def test_run_adds_virtio_devices_and_declares_them_on_the_command_line(
+        guests: dict[str, Path], tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    log = tmp_path / "serial.log"
+    with NetworkNamespace() as namespace:
+        result = subprocess.run(
+            ["ip", "netns", "exec", namespace.name, sys.executable, "-m", "keel.native", "vmm",
+             "run", "--kernel", str(guests["bootinfo-bzimage"]), "--append", "console=ttyS0",
+             "--mem", "64M", "--serial", f"file:{log}",
+             "--net", "tap=keelcli0,mac=02:00:00:00:00:09",
+             "--disk", str(disk), "--ro-disk", str(disk), "--rng"],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        assert result.returncode == 0, result.stderr
+    text = log.read_text()
+    expected = " ".join(f"virtio_mmio.device=4K@{0xd0001000 + index * 0x1000:#x}:{5 + index}"
+                        for index in range(4))
+    assert f"cmdline=console=ttyS0 {expected}" in text
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("keeltap0", "is not one of tap=..., mac=..."),
+    ("tap=", "tap=NAME is required"),
+    ("tap=a-name-far-too-long-for-linux", "is not a valid interface name"),
+    ("tap=t0,mac=01:00:00:00:00:01", "multicast"),
+    ("tap=t0,tap=t1", "given twice"),
+])
+def test_bad_net_options_fail_with_one_clear_line(tmp_path: Path, spec: str,
+                                                  message: str) -> None:
+    kernel = tmp_path / "spin.bin"
+    kernel.write_bytes(b"\xeb\xfe")
+    result = keel("run", "--kernel", str(kernel), "--format", "flat", "--net", spec)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr

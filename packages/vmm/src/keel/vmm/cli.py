@@ -15,6 +15,7 @@ import click
 from keel.vmm.boot.loader import FlatBinary, KernelFormat, load_kernel
 from keel.vmm.boot.modes import CpuMode
 from keel.vmm.cpuid import DEFAULT_TEMPLATE, TEMPLATES
+from keel.vmm.device_options import parse_net_option
 from keel.vmm.devices.console import CONSOLE_SPECS, open_console
 from keel.vmm.errors import VmmError
 from keel.vmm.machine import MAX_VCPUS, Vm
@@ -50,14 +51,41 @@ def vmm() -> None:
 @click.option("--cpu-template", default=DEFAULT_TEMPLATE, show_default=True,
               type=click.Choice(sorted(TEMPLATES)))
 @click.option("--timeout", type=float, default=None, help="Stop the VM after this many seconds.")
+@click.option("--net", "nets", multiple=True, metavar="tap=NAME[,mac=MAC]",
+              help="virtio-net on TAP device NAME (created if missing, in this namespace); "
+                   "repeatable.")
+@click.option("--disk", "disks", multiple=True, metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="virtio-blk on a disk image file, read-write; repeatable.")
+@click.option("--ro-disk", "read_only_disks", multiple=True, metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="virtio-blk on a disk image file the guest cannot write; repeatable.")
+@click.option("--rng", is_flag=True, help="A virtio-rng device fed from os.urandom.")
 def run(kernel_path: Path, initrd: Path | None, command_line: str, memory: str, cpus: int,
         serial: str, kernel_format: str, load_address: str, mode: str, cpu_template: str,
-        timeout: float | None) -> None:
-    """Boot a kernel. The exit status is the guest's isa-debug-exit value (0 otherwise)."""
+        timeout: float | None, nets: tuple[str, ...], disks: tuple[Path, ...],
+        read_only_disks: tuple[Path, ...], rng: bool) -> None:
+    """Boot a kernel. The exit status is the guest's isa-debug-exit value (0 otherwise).
+
+    virtio devices (--net, --disk, --ro-disk, --rng) are placed on virtio-mmio and declared
+    to the guest by `virtio_mmio.device=` words appended to the command line; their I/O runs
+    on keel.runtime beside the vCPU threads.
+    """
     try:
         flat = FlatBinary(int(load_address, 0), CpuMode(mode))
+        net_options = [parse_net_option(text) for text in nets]
         with open_console(serial) as console, Vm(parse_size(memory), cpus, cpu_template,
                                                   serial_output=console.write) as vm:
+            for option in net_options:
+                vm.add_virtio_net(option.tap, option.mac)
+            for path in disks:
+                vm.add_virtio_block(path)
+            for path in read_only_disks:
+                vm.add_virtio_block(path, read_only=True)
+            if rng:
+                vm.add_virtio_rng()
+            command_line = " ".join(part for part in (command_line, vm.virtio_command_line())
+                                    if part)
             entry = load_kernel(vm.memory, kernel_path.read_bytes(), command_line=command_line,
                                 initrd=initrd.read_bytes() if initrd else None,
                                 kernel_format=KernelFormat(kernel_format), flat=flat)
