@@ -118,7 +118,7 @@ def source_hash(go_directory: Path, toolchain: GoToolchain) -> str:
     return digest.hexdigest()[:HASH_LENGTH]
 
 
-def _read_manifest(go_directory: Path) -> dict[str, str]:
+def read_manifest(go_directory: Path) -> dict[str, str]:
     manifest = go_directory / MANIFEST
     if not manifest.is_file():
         raise BuildError(f"{go_directory} has no {MANIFEST}: run `keel ffi generate` first")
@@ -130,7 +130,7 @@ def build(go_directory: Path, output: Path, toolchain: GoToolchain | None = None
     """Compile the Go package into output/: lib<name>.so and its cffi extension."""
     go_directory = go_directory.resolve()
     toolchain = toolchain or find_toolchain()
-    manifest = _read_manifest(go_directory)
+    manifest = read_manifest(go_directory)
     interface = manifest["interface"]
     digest = source_hash(go_directory, toolchain)
     output.mkdir(parents=True, exist_ok=True)

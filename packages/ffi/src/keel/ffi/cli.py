@@ -1,4 +1,4 @@
-"""`keel ffi`: doctor, generate and build, for people at a terminal."""
+"""`keel ffi`: doctor, generate, build and build-wheel, for people at a terminal."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 from keel.ffi.build import build, generate
 from keel.ffi.errors import FfiError
 from keel.ffi.toolchain import GO_CACHE, find_toolchain
+from keel.ffi.wheels import DEFAULT_VERSION, build_wheel
 
 
 @click.group("ffi")
@@ -62,3 +63,25 @@ def build_command(go_package: Path, output: Path | None) -> None:
         raise click.ClickException(str(error)) from error
     click.echo(f"built {built.library}")
     click.echo(f"extension {built.module} in {built.directory}")
+
+
+@ffi.command("build-wheel")
+@click.argument("interface_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--go-package", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The Go package (default: the interface file's directory).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("dist"), show_default=True, help="Where the wheel is written.")
+@click.option("--name", "distribution",
+              help="Distribution and import package name (default: the interface's name).")
+@click.option("--version", "version", default=DEFAULT_VERSION, show_default=True,
+              help="The wheel's version (PEP 440).")
+@click.option("--interface", "name", help="The Protocol to use when the file has several.")
+def build_wheel_command(interface_file: Path, go_package: Path | None, output: Path,
+                        distribution: str | None, version: str, name: str | None) -> None:
+    """Build the Go package and write a platform wheel: the Python package, the Go
+    library and its extensions, installable with pip where no Go toolchain exists."""
+    try:
+        wheel = build_wheel(interface_file, output, go_package, distribution, version, name)
+    except FfiError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"wrote {wheel}")
