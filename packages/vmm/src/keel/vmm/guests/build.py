@@ -85,6 +85,10 @@ GUESTS: dict[str, GuestSpec] = {spec.name: spec for spec in (
               "multiboot/PVH ELF: lwIP (Debian's) serves HTTP over virtio-net at CPL 3",
               headers=("virtio_guest.h", "lwipopts.h", "lwip_arch_cc.h", "lwip_vnet_netif.h",
                        "lwip_http_server.h"), libraries=("lwip",)),
+    GuestSpec("virtio-test", ("boot32.S", "entry64.S", "paging32.S", "runtime.c",
+                              "virtio_mmio_driver.c", "virtio_test.c"),
+              "elf_pvh.ld", False, "PVH guest driving virtio-net and virtio-blk at CPL 3",
+              headers=("virtio_guest.h",)),
 )}
 
 
