@@ -23,6 +23,7 @@
 #define BODY_CHUNK 8192
 #define POLL_INTERVAL 4               /* in TCP coarse ticks (500 ms): every 2 s */
 #define IDLE_TIMEOUT_TICKS 15         /* 30 s without a request or progress */
+#define DRAIN_TIMEOUT_TICKS 3         /* a lingering close waits 4-6 s for the peer's FIN */
 
 enum body_kind { BODY_NONE, BODY_TEXT, BODY_PATTERN };
 
@@ -33,6 +34,8 @@ struct connection {
     int closing;                      /* tcp_close failed for lack of memory: retry in poll */
     int idle_ticks;
     int peer_closed;                  /* the peer sent FIN: answer what is buffered, close */
+    int draining;                     /* our FIN is queued; input is read and dropped */
+    int drain_ticks;
     struct pbuf *pending;             /* received, not yet copied into `request` */
     u32 pending_offset;
     u32 request_length;
@@ -267,6 +270,25 @@ static void close_connection(struct connection *connection) {
     release(connection);
 }
 
+/* Close after a response without losing it: a close with unread input makes TCP send a
+   reset, which can overtake the response (the peer then sees "connection reset" instead of
+   our 4xx). So shut down our side only (FIN after the queued data), read and drop whatever
+   still arrives, and close for good at the peer's FIN or after DRAIN_TIMEOUT_TICKS. */
+static void finish_connection(struct connection *connection) {
+    struct tcp_pcb *pcb = connection->pcb;
+    if (connection->pending) {
+        tcp_recved(pcb, (u16_t)(connection->pending->tot_len - connection->pending_offset));
+        drop_pending(connection);
+    }
+    connection->request_length = 0;
+    if (connection->peer_closed || tcp_shutdown(pcb, 0, 1) != ERR_OK) {
+        close_connection(connection);
+        return;
+    }
+    connection->draining = 1;
+    connection->drain_ticks = 0;
+}
+
 /* Queue as much of the response as the send buffer takes. Returns 1 when all of it is
    queued. */
 static int send_response(struct connection *connection) {
@@ -298,14 +320,15 @@ static int send_response(struct connection *connection) {
 
 /* Answer every complete request in the buffer while the send buffer has room. */
 static void progress(struct connection *connection) {
-    for (int rounds = 0; rounds < CONNECTION_LIMIT && !connection->closing; rounds++) {
+    for (int rounds = 0; rounds < CONNECTION_LIMIT && !connection->closing &&
+                         !connection->draining; rounds++) {
         if (connection->responding) {
             int done = send_response(connection);
             tcp_output(connection->pcb);
             if (!done) return;
             connection->responding = 0;
             if (connection->close_after) {
-                close_connection(connection);
+                finish_connection(connection);
                 return;
             }
         }
@@ -352,7 +375,15 @@ static err_t on_receive(void *argument, struct tcp_pcb *pcb, struct pbuf *data, 
         if (data) pbuf_free(data);
         return ERR_OK;
     }
-    (void)pcb;
+    if (connection->draining) {
+        if (data == NULL) {
+            close_connection(connection);
+        } else {
+            tcp_recved(pcb, data->tot_len);
+            pbuf_free(data);
+        }
+        return ERR_OK;
+    }
     if (error != ERR_OK) {
         if (data) pbuf_free(data);
         close_connection(connection);
@@ -390,7 +421,8 @@ static err_t on_poll(void *argument, struct tcp_pcb *pcb) {
         if (tcp_close(pcb) == ERR_OK) release(connection);
         return ERR_OK;
     }
-    if (++connection->idle_ticks > IDLE_TIMEOUT_TICKS) {
+    if ((connection->draining && ++connection->drain_ticks > DRAIN_TIMEOUT_TICKS) ||
+        ++connection->idle_ticks > IDLE_TIMEOUT_TICKS) {
         release(connection);
         tcp_abort(pcb);
         return ERR_ABRT;
@@ -419,6 +451,8 @@ static err_t on_accept(void *argument, struct tcp_pcb *pcb, err_t error) {
     connection->request_length = 0;
     connection->responding = 0;
     connection->peer_closed = 0;
+    connection->draining = 0;
+    connection->drain_ticks = 0;
     connection->pending = NULL;
     connection->pending_offset = 0;
     counters.connections++;
