@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from echo_thread_per_core import CLIENT_CONNECTIONS
 
-from keel.native.testing.skips import requires_kvm
+from keel.native.testing.skips import requires_kvm, requires_tap
 
 DEMOS = Path(__file__).resolve().parents[1] / "demos"
 DEMO_TIMEOUT_SECONDS = 120
@@ -30,6 +30,17 @@ def test_first_guest_demo_prints_the_guest_greeting() -> None:
     completed = run_demo("first_guest.py")
     assert "Hello from a keel guest!" in completed.stdout
     assert "halted=True" in completed.stdout
+
+
+@requires_kvm
+@requires_tap
+def test_guest_http_demo_fetches_every_byte_from_the_lwip_guest() -> None:
+    output = run_demo("guest_http.py").stdout
+    assert "http: listening on 10.200.0.2:80" in output
+    assert "GET / -> 200, <h1>Hello from lwIP</h1>" in output
+    assert re.search(r"166 responses, \d+ body bytes checked byte for byte, 18 connections",
+                     output), output
+    assert output.rstrip().endswith("VM stopped, TAP and namespace removed")
 
 
 @pytest.mark.go
