@@ -10,6 +10,10 @@ the order rotating by round), reporting medians over rounds and the ratio keel/p
 Async calls/s run under asyncio, trio and keel.runtime's scheduler (when installed).
 The async peers are the usual way to call blocking native code from asyncio:
 `loop.run_in_executor` on a thread pool, with ctypes into Go and cffi into C.
+Async calls returning a structured value (`parse_record_async(line) -> Record`, a dataclass
+with str, float, list[str] and an optional nested dataclass) run under asyncio and
+keel.runtime against `run_in_executor` of keel's own sync `parse_record` (the same Go code
+and the same result decoding, so the difference is only how the await completes).
 
 Cores: the Python thread that calls is pinned to core 1; every other thread (Go's runtime
 threads, executor workers) to core 0. Counts and rounds are bounded (about a minute).
@@ -63,6 +67,7 @@ CALLS = {
 }
 ASYNC_CALLS = (20_000, 2_000)
 ASYNC_CONCURRENCY = 64
+RECORD_LINE = "7;ada lovelace;9.5;math,logic,engines;51.5,-0.1"
 
 FLOOR_SOURCE = r"""
 #include <stdint.h>
@@ -230,6 +235,42 @@ def keel_asyncio(library: HashingLibrary, total: int) -> float:
     return asyncio.run(asyncio_rate(library.empty_async, total))
 
 
+def keel_asyncio_record(library: HashingLibrary, total: int) -> float:
+    return asyncio.run(asyncio_rate(lambda: library.parse_record_async(RECORD_LINE), total))
+
+
+def executor_asyncio_record(library: HashingLibrary, pool: concurrent.futures.Executor,
+                            total: int) -> float:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        return await asyncio_rate(
+            lambda: loop.run_in_executor(pool, library.parse_record, RECORD_LINE), total)
+
+    return asyncio.run(main())
+
+
+def keel_runtime_record_rate(library: HashingLibrary, total: int) -> float | None:
+    """parse_record_async under keel.runtime's own scheduler, when it is installed."""
+    try:
+        import keel.runtime as runtime
+    except ImportError:
+        return None
+
+    async def one() -> None:
+        await library.parse_record_async(RECORD_LINE)
+
+    async def main() -> float:
+        started = time.perf_counter()
+        for _ in range(total // ASYNC_CONCURRENCY):
+            async with runtime.TaskGroup() as group:
+                for _ in range(ASYNC_CONCURRENCY):
+                    group.spawn(one)
+        return (total // ASYNC_CONCURRENCY * ASYNC_CONCURRENCY) / (time.perf_counter() - started)
+
+    result: float = runtime.run(main)
+    return result
+
+
 def executor_asyncio(function: Callable[[], Any], pool: concurrent.futures.Executor,
                      total: int) -> float:
     async def main() -> float:
@@ -300,7 +341,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10x fewer calls (smoke run)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--only", action="append", choices=["empty", "block", "address",
-                                                            "hash", "async"],
+                                                            "hash", "async", "async-record"],
                         help="run only these rows (repeatable); all by default")
     options = parser.parse_args()
     rounds = max(3, options.rounds)
@@ -320,15 +361,20 @@ def main() -> None:
     mebibyte = os.urandom(MEBIBYTE)
     assert library.block_sum(block) == floor_peer["block"](block) == ctypes_peer["block"](block)
     assert library.hash(mebibyte) == floor_peer["hash"](mebibyte) == ctypes_peer["hash"](mebibyte)
+    assert asyncio.run(library.parse_record_async(RECORD_LINE)) == library.parse_record(RECORD_LINE)
     asyncio.run(library.empty_async())  # Go's netpoller and the completer are ready
     pin_threads()
 
     benchmarks = [("empty sync call", "empty", None), ("256-byte struct argument", "block", block),
                   ("1 MiB bytes argument", "address", mebibyte),
                   ("hash 1 MiB (FNV-1a)", "hash", mebibyte)]
-    chosen = set(options.only or ["empty", "block", "address", "hash", "async"])
+    chosen = set(options.only or ["empty", "block", "address", "hash", "async", "async-record"])
     benchmarks = [benchmark for benchmark in benchmarks if benchmark[1] in chosen]
     with_async = "async" in chosen
+    with_records = "async-record" in chosen
+    record_competitors = ["keel asyncio", "asyncio+executor keel sync"]
+    record_samples: dict[str, list[float]] = {name: [] for name in record_competitors}
+    runtime_record_samples: list[float] = []
     competitors = {"keel": keel_calls, "cffi->C": floor_peer, "ctypes->Go": ctypes_peer}
     samples: dict[str, dict[str, list[float]]] = {name: {c: [] for c in competitors}
                                                   for name, _, _ in benchmarks}
@@ -361,6 +407,17 @@ def main() -> None:
             runtime_rate = keel_runtime_rate(library, async_total) if with_async else None
             if runtime_rate is not None:
                 runtime_samples.append(runtime_rate)
+            turn = round_index % len(record_competitors)
+            record_order = record_competitors[turn:] + record_competitors[:turn]
+            for competitor in record_order if with_records else []:
+                if competitor == "keel asyncio":
+                    rate = keel_asyncio_record(library, async_total)
+                else:
+                    rate = executor_asyncio_record(library, pool, async_total)
+                record_samples[competitor].append(rate)
+            runtime_rate = keel_runtime_record_rate(library, async_total) if with_records else None
+            if runtime_rate is not None:
+                runtime_record_samples.append(runtime_rate)
             print(f"round {round_index + 1}/{rounds} done", file=sys.stderr)
     library.close()
 
@@ -382,27 +439,35 @@ def main() -> None:
         print(f"{name:<28}{medians['keel']:>10.0f}{medians['cffi->C']:>12.0f}"
               f"{medians['ctypes->Go']:>15.0f}{medians['keel'] / medians['cffi->C']:>10.2f}x"
               f"{medians['keel'] / medians['ctypes->Go']:>12.2f}x")
-    if not with_async:
-        if options.json:
-            options.json.write_text(json.dumps(report, indent=2) + "\n")
-        return
-    print(f"\n{'async calls/s (' + str(ASYNC_CONCURRENCY) + ' in flight)':<36}{'median':>12}"
-          f"{'keel asyncio / this':>22}")
-    keel_async = statistics.median(async_samples["keel asyncio"])
-    for competitor, values in async_samples.items():
-        median = statistics.median(values)
-        report["async_calls_per_second"][competitor] = {"median": median, "samples": values}
-        print(f"{competitor:<36}{median:>12.0f}{keel_async / median:>21.2f}x")
-    if runtime_samples:
-        median = statistics.median(runtime_samples)
-        report["async_calls_per_second"]["keel keel.runtime"] = {"median": median,
-                                                                 "samples": runtime_samples}
-        print(f"{'keel keel.runtime':<36}{median:>12.0f}{keel_async / median:>21.2f}x")
-    else:
-        print("keel.runtime: not measured (keel-runtime is not installed)")
+    if with_async:
+        print(f"\n{'async calls/s (' + str(ASYNC_CONCURRENCY) + ' in flight)':<36}{'median':>12}"
+              f"{'keel asyncio / this':>22}")
+        keel_async = statistics.median(async_samples["keel asyncio"])
+        for competitor, values in async_samples.items():
+            median = statistics.median(values)
+            report["async_calls_per_second"][competitor] = {"median": median, "samples": values}
+            print(f"{competitor:<36}{median:>12.0f}{keel_async / median:>21.2f}x")
+        if runtime_samples:
+            median = statistics.median(runtime_samples)
+            report["async_calls_per_second"]["keel keel.runtime"] = {"median": median,
+                                                                     "samples": runtime_samples}
+            print(f"{'keel keel.runtime':<36}{median:>12.0f}{keel_async / median:>21.2f}x")
+        else:
+            print("keel.runtime: not measured (keel-runtime is not installed)")
+    if with_records:
+        report["async_record_calls_per_second"] = {}
+        print(f"\n{'async -> Record calls/s (' + str(ASYNC_CONCURRENCY) + ' in flight)':<40}"
+              f"{'median':>8}{'keel asyncio / this':>22}")
+        keel_records = statistics.median(record_samples["keel asyncio"])
+        if runtime_record_samples:
+            record_samples["keel keel.runtime"] = runtime_record_samples
+        for competitor, values in record_samples.items():
+            median = statistics.median(values)
+            report["async_record_calls_per_second"][competitor] = {"median": median,
+                                                                   "samples": values}
+            print(f"{competitor:<40}{median:>8.0f}{keel_records / median:>21.2f}x")
     if options.json:
         options.json.write_text(json.dumps(report, indent=2) + "\n")
-
 
 if __name__ == "__main__":
     main()
