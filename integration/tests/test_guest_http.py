@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from guest_http import (
@@ -27,6 +28,8 @@ from guest_http import (
 import keel.runtime as kr
 from keel.http.client import HttpClient
 from keel.native.testing.skips import requires_kvm, requires_tap
+from keel.vmm.errors import GuestBuildError
+from keel.vmm.guests import lwip
 
 pytestmark = [
     requires_kvm,
@@ -116,3 +119,17 @@ def test_pipelined_requests_are_answered_in_order_and_close_is_honoured(
     assert [head[:3] for head in heads] == [b"200", b"404", b"200"]
     assert heads[0].endswith(b"\r\n\r\n\x00\x1f>")   # bytes 0..2 of the pattern
     assert heads[2].endswith(b"Connection: close\r\n\r\n\x00\x1f")
+
+
+def test_lwip_fetch_failure_names_apt_and_the_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An apt source nobody answers (a closed port on loopback): apt cannot fetch lwip.
+    sources = tmp_path / "debian.sources"
+    sources.write_text("Types: deb\nURIs: http://127.0.0.1:9/debian\nSuites: bookworm\n"
+                       "Components: main\nTrusted: yes\n")
+    monkeypatch.setattr(lwip, "SYSTEM_SOURCE_FILES", (sources,))
+    messages: list[str] = []
+    with pytest.raises(GuestBuildError, match="apt could not fetch Debian's lwip source package"):
+        lwip.lwip_source(progress=messages.append, directory=tmp_path / "lwip")
+    assert messages and messages[0].startswith("lwip: updating a private deb-src")
+    assert lwip.cached_source(tmp_path / "lwip") is None

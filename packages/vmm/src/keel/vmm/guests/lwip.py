@@ -12,6 +12,7 @@ unpacked tree lives in ~/.cache/keel/lwip/<debian version>/ (or under $KEEL_CACH
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -33,6 +34,7 @@ CACHE_ENVIRONMENT_VARIABLE = "KEEL_CACHE_DIR"
 APT_TIMEOUT_SECONDS = 300
 UNPACK_TIMEOUT_SECONDS = 120
 COMPLETE_MARKER = ".keel-complete"
+FETCH_LOCK = ".fetch-lock"
 SYSTEM_SOURCE_FILES = (Path("/etc/apt/sources.list.d/debian.sources"),
                        Path("/etc/apt/sources.list"))
 INCLUDE_DIRECTORY = "src/include"
@@ -104,16 +106,29 @@ def lwip_source(*, progress: Progress = _log_progress,
             raise GuestBuildError(f"{tool} not found: fetching lwIP's Debian source package "
                                   "needs apt and dpkg-dev (apt-get install dpkg-dev)")
     root.mkdir(parents=True, exist_ok=True)
+    with open(root / FETCH_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # one fetch at a time; the others then find it
+        cached = cached_source(root)
+        if cached is not None:
+            return cached
+        return _fetch(root, progress)
+
+
+def _fetch(root: Path, progress: Progress) -> LwipSource:
     apt_options = _private_apt(root / "apt")
     progress("lwip: updating a private deb-src package list (apt-get update)")
-    _run(["apt-get", *apt_options, "update"], root, "apt-get update for the deb-src list",
-         APT_TIMEOUT_SECONDS)
+    update_output = _run(["apt-get", *apt_options, "update"], root,
+                         "apt-get update for the deb-src list", APT_TIMEOUT_SECONDS)
+    # apt-get update exits 0 when a source is unreachable; keep its warnings for the error
+    update_problems = "\n".join(line for line in update_output.splitlines()
+                                if line.startswith(("W:", "E:", "Err:")))
     with tempfile.TemporaryDirectory(prefix="keel-lwip-", dir=root) as scratch_name:
         scratch = Path(scratch_name)
         progress(f"lwip: downloading Debian source package {SOURCE_PACKAGE!r} "
                  "(apt-get source --download-only)")
         _run(["apt-get", *apt_options, "source", "--download-only", SOURCE_PACKAGE], scratch,
-             f"apt-get source --download-only {SOURCE_PACKAGE}", APT_TIMEOUT_SECONDS)
+             f"apt-get source --download-only {SOURCE_PACKAGE}", APT_TIMEOUT_SECONDS,
+             context=update_problems)
         descriptions = sorted(scratch.glob(f"{SOURCE_PACKAGE}_*.dsc"))
         if not descriptions:
             raise GuestBuildError(f"apt-get source left no {SOURCE_PACKAGE}_*.dsc in {scratch}")
@@ -184,16 +199,18 @@ def _deb_src_entries() -> str:
     return "\n\n".join(stanzas) + "\n"
 
 
-def _run(command: list[str], cwd: Path, what: str, timeout: float) -> None:
+def _run(command: list[str], cwd: Path, what: str, timeout: float, context: str = "") -> str:
     try:
         completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
                                    timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise GuestBuildError(f"{what} took over {timeout:.0f} s") from None
     if completed.returncode != 0:
+        earlier = f"apt-get update reported:\n{context[-2000:]}\n" if context else ""
         raise GuestBuildError(f"{what} failed (exit {completed.returncode}); apt could not "
                               f"fetch Debian's {SOURCE_PACKAGE} source package:\n"
-                              f"{completed.stdout[-2000:]}{completed.stderr[-2000:]}")
+                              f"{completed.stdout[-2000:]}{completed.stderr[-2000:]}{earlier}")
+    return completed.stdout + completed.stderr
 
 
 # keel's port headers that lwIP includes by fixed paths: (path in the build, packaged file).
