@@ -76,11 +76,16 @@ def run_with_server(driver: str, body: Callable[[int], Awaitable[None]]) -> None
 
 
 def run_with_raw_server(driver: str, reply: bytes, body: Callable[[int], Awaitable[None]],
-                        close_after_reply: bool = True) -> None:
-    """A hostile server: reads one request head, sends `reply` verbatim (then closes)."""
+                        close_after_reply: bool = True, connections: int = 1) -> None:
+    """A hostile server: per connection, reads one request head, sends `reply` verbatim
+    (then closes); `connections` of them, one after the other."""
     async def main() -> None:
         with kr.TcpListener.bind("127.0.0.1", 0) as listener:
             async def serve_once() -> None:
+                for _ in range(connections):
+                    await serve_connection()
+
+            async def serve_connection() -> None:
                 stream, _ = await listener.accept()
                 with stream:
                     buffer = bytearray(4096)
@@ -159,6 +164,22 @@ def test_a_connection_the_server_closed_is_replaced_for_the_next_get(driver: str
             assert again.body == b"hello"
             assert client.connections_opened == 2
     run_with_server(driver, body)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_get_on_a_kept_alive_connection_the_server_dropped_is_retried_once(
+        driver: str) -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"   # keep-alive, then it closes
+
+    async def body(port: int) -> None:
+        async with HttpClient("127.0.0.1", port, timeout=10) as client:
+            first = await client.get("/")
+            assert first.body == b"ok" and first.keep_alive
+            await kr.sleep(0.05)                                 # the server has closed by now
+            second = await client.get("/")
+            assert second.body == b"ok"
+            assert client.connections_opened == 2
+    run_with_raw_server(driver, reply, body, connections=2)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
