@@ -8,6 +8,10 @@ the same way. Rounds alternate keel, QEMU, floor; medians and the ratio keel/pee
 (and written as JSON with --json PATH).
 
     python packages/vmm/bench/run.py [--iterations N] [--rounds R] [--json PATH]
+                                     [--only exits|virtio-net] [--virtio-json PATH]
+
+Then, unless `--only exits`, the virtio-net benchmark (bench/virtio_net.py: frames/s, Mbit/s
+and round-trip latency, keel vs QEMU with the same CPL 3 guest and TAP setup).
 """
 
 from __future__ import annotations
@@ -116,9 +120,22 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--only", choices=("exits", "virtio-net"),
+                        help="run one of the two benchmarks (both by default)")
+    parser.add_argument("--virtio-json", type=Path,
+                        help="write the virtio-net results here as JSON")
     arguments = parser.parse_args()
     if arguments.rounds < 3 or not 1 <= arguments.iterations <= 10_000_000:
         parser.error("need --rounds >= 3 and 1 <= --iterations <= 10000000")
+    if arguments.only != "virtio-net":
+        run_exits(arguments)
+    if arguments.only != "exits":
+        import virtio_net  # beside this script (sys.path[0])
+
+        virtio_net.main(["--json", str(arguments.virtio_json)] if arguments.virtio_json else [])
+
+
+def run_exits(arguments: argparse.Namespace) -> None:
     if shutil.which("qemu-system-x86_64") is None or shutil.which("taskset") is None:
         sys.exit("the benchmark needs qemu-system-x86 and taskset (util-linux) installed")
     os.sched_setaffinity(0, {HARNESS_CPU})

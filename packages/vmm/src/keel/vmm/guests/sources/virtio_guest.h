@@ -38,6 +38,9 @@
 #define VBLK_QUEUE_SIZE 4             /* one request in flight: header, data, status */
 #define VBLK_REQUEST_SECTORS 128      /* 64 KiB per request: within any device's size_max */
 #define PAGE_SIZE 4096
+/* RX buffers go back to the device at once but are announced with one kick per this many
+   (as Linux refills after a NAPI poll): with a whole ring posted the device never waits on it. */
+#define VNET_RECEIVE_KICK_BATCH 32
 
 /* virtio 1.2 split-ring layout (section 2.7), little-endian like x86. */
 struct virtq_desc { u64 addr; u32 len; u16 flags; u16 next; };
@@ -83,6 +86,8 @@ struct vnet {
     int broken;                        /* the device broke the protocol: every call fails */
     u16 transmit_free[VIRTQ_SIZE_LIMIT];   /* stack of free TX descriptors */
     u16 transmit_free_count;
+    u16 transmit_unkicked;             /* frames queued since the last TX kick */
+    u16 receive_unkicked;              /* buffers re-posted since the last RX kick */
     u64 frames_sent, frames_received, frames_dropped;
     u8 receive_buffers[VIRTQ_SIZE_LIMIT][VNET_BUFFER_SIZE] __attribute__((aligned(PAGE_SIZE)));
     u8 transmit_buffers[VIRTQ_SIZE_LIMIT][VNET_BUFFER_SIZE] __attribute__((aligned(PAGE_SIZE)));
@@ -93,6 +98,10 @@ void vnet_mac(const struct vnet *net, u8 mac[6]);
 /* Queue one Ethernet frame (no vnet header) for sending: 0 or <0. Waits (bounded) for a free
    descriptor when the ring is full. */
 int vnet_send(struct vnet *net, const void *frame, u32 length);
+/* Like vnet_send without the notification: frames queue up until vnet_kick (batching, as
+   Linux's xmit_more does). A full ring kicks before it waits. */
+int vnet_queue(struct vnet *net, const void *frame, u32 length);
+void vnet_kick(struct vnet *net);
 /* Copy one received frame into `buffer`: its length, 0 if none is waiting, <0 on error
    (VIRTIO_ERROR_TOO_LARGE drops a frame longer than `capacity`). Never waits. */
 int vnet_receive(struct vnet *net, void *buffer, u32 capacity);

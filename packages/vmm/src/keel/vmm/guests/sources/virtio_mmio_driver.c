@@ -345,6 +345,7 @@ int vnet_open(struct vnet *net, u64 base) {
     }
     for (u16 id = 0; id < net->receive_queue.size; id++) post_receive_buffer(net, id);
     net->frames_sent = net->frames_received = net->frames_dropped = 0;
+    net->transmit_unkicked = net->receive_unkicked = 0;
     error = driver_ok(base);
     if (error) { fail(base); return error; }
     net->broken = 0;
@@ -374,12 +375,19 @@ int vnet_transmit_pending(struct vnet *net) {
     return tx->outstanding;
 }
 
-int vnet_send(struct vnet *net, const void *frame, u32 length) {
+void vnet_kick(struct vnet *net) {
+    if (net->broken || !net->transmit_unkicked) return;
+    net->transmit_unkicked = 0;
+    queue_kick(&net->transmit_queue);
+}
+
+int vnet_queue(struct vnet *net, const void *frame, u32 length) {
     if (net->broken) return VIRTIO_ERROR_DEVICE;
     if (!frame || length < VNET_MINIMUM_FRAME) return VIRTIO_ERROR_ARGUMENT;
     if (length > VNET_FRAME_LIMIT) return VIRTIO_ERROR_TOO_LARGE;
     for (u64 poll = 0; net->transmit_free_count == 0; poll++) {
         if (poll >= WAIT_POLL_LIMIT) return VIRTIO_ERROR_BUSY;
+        vnet_kick(net);                         /* the device may be waiting for us */
         if (vnet_transmit_pending(net) < 0) return VIRTIO_ERROR_DEVICE;
         if (net->transmit_free_count == 0) cpu_relax();
     }
@@ -390,9 +398,15 @@ int vnet_send(struct vnet *net, const void *frame, u32 length) {
     copy_bytes(buffer + VNET_HEADER_SIZE, frame, length);
     tx->desc[id].len = VNET_HEADER_SIZE + length;
     queue_add(tx, id);
-    queue_kick(tx);
+    net->transmit_unkicked++;
     net->frames_sent++;
     return 0;
+}
+
+int vnet_send(struct vnet *net, const void *frame, u32 length) {
+    int error = vnet_queue(net, frame, length);
+    if (!error) vnet_kick(net);
+    return error;
 }
 
 int vnet_receive(struct vnet *net, void *buffer, u32 capacity) {
@@ -417,7 +431,12 @@ int vnet_receive(struct vnet *net, void *buffer, u32 capacity) {
         net->frames_received++;
     }
     post_receive_buffer(net, id);
-    queue_kick(rx);
+    u16 threshold = rx->size / 2 < VNET_RECEIVE_KICK_BATCH ? rx->size / 2
+                                                          : VNET_RECEIVE_KICK_BATCH;
+    if (++net->receive_unkicked >= threshold) {
+        net->receive_unkicked = 0;
+        queue_kick(rx);
+    }
     return result;
 }
 

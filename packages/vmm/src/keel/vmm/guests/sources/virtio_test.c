@@ -7,7 +7,8 @@
                                     (0: no limit) or at a stop frame (STOP_ETHERTYPE)
      mode=blk [sector=S] [count=C]  reports sector 0, writes a pattern to C sectors from S,
                                     reads them back and compares, flushes
-     mode=bench-tx [frames=N] [size=B]   sends N frames of B bytes as fast as the ring allows
+     mode=bench-tx [frames=N] [size=B] [batch=K]   sends N frames of B bytes as fast as the
+                                    ring allows, one notification per K frames (default 1)
 
    Progress and results go to the serial port; the exit status (isa-debug-exit) is 0 on
    success, else one of the EXIT_* codes below. */
@@ -197,6 +198,8 @@ static void run_block(const char *command_line) {
 static void run_bench_transmit(const char *command_line) {
     u64 frames = word_value(command_line, "frames=", DEFAULT_BENCH_FRAMES);
     u64 size = word_value(command_line, "size=", DEFAULT_BENCH_SIZE);
+    u64 batch = word_value(command_line, "batch=", 1);
+    if (batch == 0) batch = 1;
     if (size < ETHERNET_HEADER_SIZE + sizeof(u64) || size > VNET_FRAME_LIMIT)
         fail("size= (22-2036 bytes)", (long long)size, EXIT_BAD_MODE);
     open_net(command_line);
@@ -210,9 +213,11 @@ static void run_bench_transmit(const char *command_line) {
     serial_puts("\n");
     for (u64 sequence = 0; sequence < frames; sequence++) {
         *(u64 *)(frame + SEQUENCE_OFFSET) = sequence;
-        int error = vnet_send(&net, frame, (u32)size);
-        if (error) fail("vnet_send", error, EXIT_DRIVER_ERROR);
+        int error = vnet_queue(&net, frame, (u32)size);
+        if (error) fail("vnet_queue", error, EXIT_DRIVER_ERROR);
+        if ((sequence + 1) % batch == 0) vnet_kick(&net);
     }
+    vnet_kick(&net);
     drain_transmit();
     serial_puts("bench: end ");
     serial_put_decimal(frames);
