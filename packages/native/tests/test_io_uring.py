@@ -100,6 +100,22 @@ def test_reap_lists_splits_completions_and_prep_buffer_fills_one_sqe() -> None:
         os.close(write_end)
 
 
+def test_completion_queue_addresses_locate_the_mapped_cqes() -> None:
+    """An outside reaper (keel.runtime's C dispatch) reads the CQ ring through these."""
+    with IoUring(4) as ring:
+        head, tail, mask, entries, cqes = ring.completion_queue_addresses()
+        assert entries == ring.cq_entries and mask == entries - 1
+        batch = SqeBatch(1)
+        batch.prep(lib.IORING_OP_NOP, user_data=77)
+        ring.submit(batch, wait_for=1)
+        head_value = ffi.cast("unsigned *", head)[0]
+        assert ffi.cast("unsigned *", tail)[0] == head_value + 1
+        cqe = ffi.cast("struct io_uring_cqe *", cqes)[head_value & mask]
+        assert (cqe.user_data, cqe.res) == (77, 0)
+    with pytest.raises(ClosedResourceError):
+        ring.completion_queue_addresses()
+
+
 def test_multishot_recv_selects_provided_buffers() -> None:
     """One RECV SQE, many messages: each completion names the provided buffer it filled."""
     left, right = socket.socketpair()

@@ -274,6 +274,20 @@ class IoUring(Closing):
         return (into.user_data_view[:count].tolist(), into.results_view[:count].tolist(),
                 into.flags_view[:count].tolist())
 
+    def completion_queue_addresses(self) -> tuple[int, int, int, int, int]:
+        """(head address, tail address, mask, entries, cqes address) of the mapped CQ ring.
+
+        Why: a runtime that reaps completions in its own C code (keel.runtime's dispatch
+        loop) reads the shared ring directly; it must acquire-load the tail, release-store
+        the head, and stop using the addresses once this ring is closed.
+        """
+        ring = self._live_ring()
+        if self.params.flags & lib.IORING_SETUP_CQE32:
+            raise ValueError("completion_queue_addresses: 32-byte CQEs are not supported")
+        return (int(ffi.cast("uintptr_t", ring.cq_head)), int(ffi.cast("uintptr_t", ring.cq_tail)),
+                int(ring.cq_mask[0]), int(self.params.cq_entries),
+                int(ffi.cast("uintptr_t", ring.cqes)))
+
     # Registration -----------------------------------------------------------------------
     def register(self, opcode: int, argument: CData, count: int) -> int:
         """io_uring_register(2) with a raw argument; typed helpers below cover common uses."""
@@ -335,12 +349,13 @@ class ProvidedBufferRing(Closing):
         self.pool_pointer = ffi.from_buffer(self._pool)
         # Public for owners that inline `recycle` (keel_buf_ring_push) on their hot path.
         self.pool_address = int(ffi.cast("uintptr_t", self.pool_pointer))
+        self.ring_address = int(ffi.cast("uintptr_t", self.ring_pointer))
         self.view = memoryview(self._pool)
         self._closed = False
         for buffer_id in range(self.entries):
             self.recycle(buffer_id)
         registration: CData = ffi.new("struct io_uring_buf_reg *")
-        registration.ring_addr = int(ffi.cast("uintptr_t", self.ring_pointer))
+        registration.ring_addr = self.ring_address
         registration.ring_entries = self.entries
         registration.bgid = self.group
         try:

@@ -11,15 +11,28 @@ import socket
 from typing import Any
 
 from keel.native.errors import syscall_error
+from keel.runtime._hotpath import StreamCore, configure
 from keel.runtime.buffers import ReadableBuffer, WritableBuffer, readable_view, writable_view
 from keel.runtime.closing import AsyncClosing
-from keel.runtime.drivers.base import DONT_WAIT, NO_SIGNAL, Driver
+from keel.runtime.drivers.base import NO_SIGNAL, Driver
 from keel.runtime.errors import BusyResourceError, ClosedResourceError
 from keel.runtime.scheduler import current_runtime
 
 DEFAULT_BACKLOG = 1024
 SEND_FLAGS = NO_SIGNAL
-SEND_NOW_FLAGS = NO_SIGNAL | DONT_WAIT
+
+
+def _read_error(count: int, fd: int, closed: bool) -> BaseException:
+    """The exception of a failed read (-errno `count`) on socket `fd` (for the C path)."""
+    error = syscall_error(-count, "recv", fd=fd)
+    if closed:
+        closing = ClosedResourceError("SocketStream was closed during the operation")
+        closing.__cause__ = error
+        return closing
+    return error
+
+
+configure(busy_error=BusyResourceError, read_error=_read_error)
 
 
 def _driver() -> Driver:
@@ -75,15 +88,22 @@ class _Socket(AsyncClosing):
         return error
 
 
-class SocketStream(_Socket):
-    """A connected byte stream (TCP or Unix)."""
+class SocketStream(StreamCore, _Socket):
+    """A connected byte stream (TCP or Unix).
+
+    `read` and `write` come from the C base (keel.runtime._hotpath.StreamCore): a read on
+    a socket with a standing multishot recv parks on its receiver, a write sends at once;
+    the rest goes through `_read_slow` and `_write_rest` below.
+    """
 
     def __init__(self, sock: socket.socket, driver: Driver) -> None:
         super().__init__(sock, driver)
+        self._fd = sock.fileno()
         self._reading = False
         self._writing = False
-        # The driver's read entry point for this socket, resolved once (no per-read lookup).
-        self._receive = driver.receiver(sock)
+        self._receiver = driver.stream_receiver(sock)
+        # Without a receiver: the driver's read entry point, resolved once.
+        self._receive = driver.receiver(sock) if self._receiver is None else None
 
     def _busy(self) -> bool:
         return self._reading or self._writing
@@ -92,18 +112,19 @@ class SocketStream(_Socket):
     def peer_address(self) -> Any:
         return self._socket.getpeername()
 
-    async def read(self, buffer: WritableBuffer,
-                   size: int | None = None) -> tuple[int, WritableBuffer]:
-        """Read up to len(buffer) (or `size`) bytes into `buffer`; 0 means end of stream.
-
-        Returns (count, buffer): the same buffer, handed back once the kernel is done.
-        """
+    async def _read_slow(self, buffer: WritableBuffer,
+                         size: int | None = None) -> tuple[int, WritableBuffer]:
+        """`read` for every case its C fast path leaves (see StreamCore.read)."""
         if self._closed:
             raise ClosedResourceError("read on a closed stream")
+        view = writable_view("buffer", buffer, size)
+        receiver = self._receiver
+        if receiver is not None:
+            result: tuple[int, WritableBuffer] = await receiver.start(view, len(view), buffer)
+            return result
         if self._reading:
             raise BusyResourceError("another task is already reading this stream")
-        view = (buffer if size is None and type(buffer) is bytearray
-                else writable_view("buffer", buffer, size))
+        assert self._receive is not None
         self._reading = True
         try:
             pending = self._receive(view)
@@ -116,32 +137,18 @@ class SocketStream(_Socket):
             raise self._closed_error(error) from error
         return count, buffer
 
-    async def write(self, buffer: ReadableBuffer) -> tuple[int, ReadableBuffer]:
-        """Write all of `buffer`; returns (len(buffer), buffer)."""
+    async def _write_rest(self, buffer: ReadableBuffer, sent: int) -> tuple[int, ReadableBuffer]:
+        """`write` once its C fast path sent `sent` bytes (the socket buffer filled up), or
+        for every case it leaves: a closed stream, a busy one, an unusual buffer."""
         if self._closed:
             raise ClosedResourceError("write on a closed stream")
         if self._writing:
             raise BusyResourceError("another task is already writing this stream")
-        kind = type(buffer)
-        view = (buffer if kind is bytes or kind is bytearray
-                or (kind is memoryview and buffer.format == "B"  # type: ignore[union-attr]
-                    and buffer.c_contiguous)  # type: ignore[union-attr]
-                else readable_view("buffer", buffer))
-        total = len(view)
-        # Both drivers first try the send right away: a socket with room in its buffer
-        # completes it at once, saving a suspension and a completion per write (measured
-        # in bench/run.py); only a full socket buffer waits through the driver.
-        try:
-            sent = self._socket.send(view, SEND_NOW_FLAGS)
-        except BlockingIOError:
-            sent = 0
-        except OSError as error:
-            raise self._closed_error(error) from error
-        if sent == total:
-            return total, buffer
+        # A C-contiguous byte view: `sent` counts bytes.
+        whole = memoryview(readable_view("buffer", buffer)).cast("B")
+        total = len(whole)
         self._writing = True
         try:
-            whole = memoryview(view)
             while sent < total:
                 sent += await self._driver.send(self._socket, whole[sent:], SEND_FLAGS)
         except OSError as error:

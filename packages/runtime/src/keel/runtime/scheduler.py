@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from keel.runtime._hotpath import run_ready
 from keel.runtime.cancel import (
     CancelScope,
     FailAfter,
@@ -126,6 +127,8 @@ class Task(Generic[T]):
         return f"<Task {self.name} {state}>"
 
     # Driving ------------------------------------------------------------------------------
+    # The common step (send a value, park on the yielded trap) is keel.runtime._hotpath's
+    # run_ready; it calls `_park`, `_finish` and (to throw an error in) `_step` here.
     def _step(self, value: Any, error: BaseException | None) -> None:
         runtime = self.runtime
         runtime.current_task = self
@@ -140,9 +143,13 @@ class Task(Generic[T]):
             self._finish(None, failure)
             return
         runtime.current_task = None
+        self._park(trap)
+
+    def _park(self, trap: Any) -> None:
+        """Park on the trap the coroutine yielded (or fail it if it is not a trap)."""
         if trap.__class__ not in TRAP_CLASSES and not is_trap(trap):
             kind = type(trap).__name__
-            runtime._ready.append((self, None, TypeError(
+            self.runtime._ready.append((self, None, TypeError(
                 f"keel.runtime cannot await a {kind}: only keel awaitables (and coroutines "
                 "built on them) run here; use keel.runtime.asyncio_loop for asyncio code")))
             return
@@ -152,7 +159,7 @@ class Task(Generic[T]):
             self._deliver_cancel()
         elif trap.__class__ is CheckpointTrap:
             self._trap = None
-            runtime._ready.append((self, None, None))
+            self.runtime._ready.append((self, None, None))
 
     def _deliver_cancel(self) -> None:
         trap = self._trap
@@ -257,8 +264,10 @@ class Runtime:
                    name: str | None = None) -> Task[T]:
         coro = function(*args)
         if not isinstance(coro, Coroutine):
-            raise TypeError(f"spawn needs an async function, got {function!r} returning "
-                            f"{type(coro).__name__}")
+            if not isinstance(coro, Awaitable):
+                raise TypeError(f"spawn needs an async function, got {function!r} returning "
+                                f"{type(coro).__name__}")
+            coro = _awaiting(coro)  # e.g. a stream's read (a C awaitable, not a coroutine)
         self._task_counter += 1
         label = name or str(getattr(function, "__qualname__", "task"))
         task: Task[T] = Task(self, coro, label,
@@ -274,9 +283,7 @@ class Runtime:
     # The loop -----------------------------------------------------------------------------
     def _turn(self, finished: Callable[[], bool]) -> None:
         ready = self._ready
-        for _ in range(len(ready)):
-            task, value, error = ready.popleft()
-            task._step(value, error)
+        run_ready(ready, self)
         if self._threadsafe:
             self._run_threadsafe()
         if finished():
@@ -387,6 +394,10 @@ class Runtime:
             if strict:
                 raise LeakError(message)
             logger.warning(message)
+
+
+async def _awaiting(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 def _done_checker(task: Task[Any]) -> Callable[[], bool]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from keel.native.errors import syscall_error
 
 if TYPE_CHECKING:
+    from keel.runtime._hotpath import Receiver
     from keel.runtime.scheduler import Runtime
 
 # Plain ints: socket.MSG_* are IntFlag enums, and enum arithmetic is slow on a hot path.
@@ -87,6 +88,14 @@ class Driver(abc.ABC):
     def receiver(self, sock: socket.socket) -> Callable[[Buffer], Awaitable[int] | int]:
         """`recv_raw` bound to one connected socket, for its stream's reads."""
         return functools.partial(self.recv_raw, sock)
+
+    def stream_receiver(self, sock: socket.socket) -> Receiver | None:
+        """The socket's standing receiver (io_uring multishot recv), if this driver has one.
+
+        A stream with a receiver reads through it in C (keel.runtime._hotpath); without
+        one it reads through `receiver(sock)`.
+        """
+        return None
 
     @abc.abstractmethod
     async def send(self, sock: socket.socket, buffer: Buffer, flags: int = 0) -> int: ...

@@ -14,13 +14,14 @@ import os
 import select
 import socket
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from keel.native._uring import ffi, lib
 from keel.native.errors import syscall_error
 from keel.native.eventfd import EventFd
-from keel.native.io_uring import CompletionArrays, CqeBatch, IoUring, ProvidedBufferRing, SqeBatch
+from keel.native.io_uring import CqeBatch, IoUring, ProvidedBufferRing, SqeBatch
+from keel.runtime._hotpath import CompletionQueue
 from keel.runtime.drivers.base import Buffer, Driver
 from keel.runtime.drivers.uring_recv import RecvStream
 from keel.runtime.errors import BusyResourceError, Cancelled, ClosedResourceError
@@ -177,7 +178,8 @@ class UringDriver(Driver):
             self._sqes = self._batch.pointer
             self._ready: Any = None
             self._cqes = CqeBatch(self._ring.cq_entries)
-            self._completions = CompletionArrays(self._ring.cq_entries)
+            # Built in attach(): dispatching resumes tasks into the runtime's ready queue.
+            self._queue: CompletionQueue | None = None
             self._ops: dict[int, Any] = {}
             self._next_user_data = FIRST_OPERATION
             self._timeout: Any = ffi.new("struct __kernel_timespec *")
@@ -291,36 +293,22 @@ class UringDriver(Driver):
     def attach(self, runtime: Any) -> None:
         super().attach(runtime)
         self._ready = runtime._ready
+        head, tail, mask, entries, cqes = self._ring.completion_queue_addresses()
+        self._queue = CompletionQueue(head, tail, mask, entries, cqes, FIRST_OPERATION,
+                                      self._ops, _Op, self._ready.append, self._own_completion)
 
     def _reap(self) -> None:
-        reap_lists = self._ring.reap_lists
-        completions = self._completions
-        capacity = completions.capacity
-        ops = self._ops
-        ready_append = self._ready.append
-        while True:
-            # One C call copies the CQEs out as three int lists: no cdata per completion.
-            user_datas, results, all_flags = reap_lists(completions)
-            count = len(user_datas)
-            self.completions += count
-            for user_data, result, flags in zip(user_datas, results, all_flags, strict=True):
-                if user_data < FIRST_OPERATION:
-                    if user_data == WAKE_USER_DATA:
-                        self._drain_wake(flags)
-                    continue
-                # Multishot operations stay registered while the kernel says "more".
-                operation = ops.get(user_data) if flags & MORE else ops.pop(user_data, None)
-                if operation is None:
-                    continue
-                if operation.__class__ is _Op and not operation.cancelling:
-                    # _Op.complete inlined: resume the task with the result.
-                    task = operation.task
-                    task._trap = None
-                    ready_append((task, result, None))
-                else:
-                    operation.complete(result, flags)
-            if count < capacity:
-                return
+        # One C call reaps the mapped completion queue and resumes the waiting tasks of
+        # plain operations and multishot recvs; other completions call their `complete`.
+        queue = self._queue
+        if queue is None:
+            raise ClosedResourceError("the io_uring driver is not attached or is closed")
+        self.completions += queue.dispatch()
+
+    def _own_completion(self, user_data: int, result: int, flags: int) -> None:
+        """Completions of the driver's own SQEs (user_data below FIRST_OPERATION)."""
+        if user_data == WAKE_USER_DATA:
+            self._drain_wake(flags)
 
     def _drain_wake(self, flags: int) -> None:
         try:
@@ -353,7 +341,7 @@ class UringDriver(Driver):
             stream.close()
         self._accepts.clear()
         for receiver in list(self._recvs.values()):
-            receiver.close()
+            receiver.stop()
         self._recvs.clear()
         for user_data in list(self._ops):
             self._prep_cancel(user_data)
@@ -366,6 +354,7 @@ class UringDriver(Driver):
             self._ring.wait(1, 0.01)
             self._reap_quietly()
             turns += 1
+        self._queue = None  # its addresses point into the ring's mapping
         self._ring.close()
         if self._buffers is not None:
             self._buffers.close()  # only now: the kernel may write into them until here
@@ -400,7 +389,7 @@ class UringDriver(Driver):
     def forget_fd(self, fd: int, busy: bool = True) -> None:
         receiver = self._recvs.pop(fd, None)
         if receiver is not None:
-            receiver.close()
+            receiver.stop()
         stream = self._accepts.pop(fd, None)
         if stream is not None:
             stream.close()
@@ -434,22 +423,21 @@ class UringDriver(Driver):
         if receiver is not None and receiver.sock() is sock and not receiver.closed:
             return receiver
         if receiver is not None:
-            receiver.close()  # a stale entry: the fd was closed behind our back
+            receiver.stop()  # a stale entry: the fd was closed behind our back
         receiver = self._recvs[sock.fileno()] = RecvStream(self, sock, buffers)
         return receiver
 
-    def receiver(self, sock: socket.socket) -> Callable[[Buffer], Any]:
+    def stream_receiver(self, sock: socket.socket) -> RecvStream | None:
         if self._buffers is None:
-            return super().receiver(sock)
+            return None
         # Closed only with its socket (forget_fd); a read after that fails with EBADF.
-        return self._recv_stream(sock, self._buffers).read
+        return self._recv_stream(sock, self._buffers)
 
     def recv_raw(self, sock: socket.socket, buffer: Buffer,
-                 flags: int = 0) -> _Op | RecvStream | int:
-        if flags == 0 and self._buffers is not None:
-            return self._recv_stream(sock, self._buffers).read(buffer)
-        # The hottest path of the runtime, so `_start` and SqeBatch.prep are inlined: one
-        # C call fills the SQE in place (the batch was sized and checked at setup).
+                 flags: int = 0) -> _Op | int:
+        # One RECV SQE per read: without multishot recv, or with flags. The hottest path of
+        # that mode, so `_start` and SqeBatch.prep are inlined: one C call fills the SQE in
+        # place (the batch was sized and checked at setup).
         batch = self._batch
         count = batch.count
         if count == batch.capacity:
