@@ -132,7 +132,9 @@ def run_wrk(url: str, seconds: int) -> tuple[float, float, int]:
 def measure(contender: Contender, seconds: int) -> dict[str, tuple[float, float, float]]:
     """Per cell: (requests/s, p99 ms, server CPU microseconds per request)."""
     port = int(contender.command[contender.command.index("--port") + 1])
-    environment = dict(os.environ, PYTHONPATH=str(APPS))
+    inherited = os.environ.get("PYTHONPATH")
+    environment = dict(os.environ, PYTHONPATH=str(APPS) if not inherited
+                       else f"{APPS}{os.pathsep}{inherited}")
     process = subprocess.Popen(["taskset", "-c", SERVER_CORE, *contender.command],
                                env=environment, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)

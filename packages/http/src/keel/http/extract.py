@@ -29,6 +29,8 @@ UNPROCESSABLE = 422
 INTERNAL_ERROR = 500
 
 ExtractFunction = Callable[[Request], Awaitable[Any]]
+# Matched path parameters -> one handler argument (PathExtractor.bind_path).
+PathConversion = Callable[[dict[str, str]], Any]
 _MISSING: Any = dataclasses.MISSING
 
 
@@ -111,15 +113,18 @@ class PathExtractor:
 
     consumes_body = False
 
-    def bind(self, parameter: Parameter) -> ExtractFunction:
+    def bind_path(self, parameter: Parameter) -> PathConversion:
+        """The conversion from the matched path parameters, synchronous: what `bind`'s
+        coroutine does, offered on its own so the router can call a handler whose every
+        argument comes from the path without building a Request (the same function runs
+        either way, so both paths answer alike, errors included)."""
         annotation, name = parameter.annotation, parameter.name
         if _is_structured(annotation):
-            async def extract_all(request: Request) -> Any:
-                return _convert(request.path_params, annotation, "path parameters", BAD_REQUEST)
-            return extract_all
+            def convert_all(params: dict[str, str]) -> Any:
+                return _convert(params, annotation, "path parameters", BAD_REQUEST)
+            return convert_all
 
-        async def extract_one(request: Request) -> Any:
-            params = request.path_params
+        def convert_one(params: dict[str, str]) -> Any:
             value = params.get(name)
             if value is None:
                 if len(params) != 1:
@@ -127,7 +132,14 @@ class PathExtractor:
                                         f"path parameter of this route ({sorted(params)})")
                 value = next(iter(params.values()))
             return _convert(value, annotation, f"path parameter '{name}'", BAD_REQUEST)
-        return extract_one
+        return convert_one
+
+    def bind(self, parameter: Parameter) -> ExtractFunction:
+        convert = self.bind_path(parameter)
+
+        async def extract(request: Request) -> Any:
+            return convert(request.path_params)
+        return extract
 
 
 class QueryExtractor:

@@ -28,6 +28,7 @@ TUPLE_WITH_HEADERS = 3
 TUPLE_WITH_STATUS = 2
 
 TEXT_HEADERS: tuple[tuple[str, str], ...] = (("content-type", TEXT_TYPE),)
+JSON_HEADERS: tuple[tuple[str, str], ...] = (("content-type", JSON_TYPE),)
 
 _json_encoder = msgspec.json.Encoder()
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
 from keel.http.errors import ProtocolError, ResponseException, RouteError
-from keel.http.handler import Handler, Service, handler_service
+from keel.http.handler import DirectCall, Handler, Service, direct_call, handler_service
 from keel.http.middleware.base import Layer, compose
 from keel.http.request import Request
 from keel.http.response import (
@@ -121,7 +121,7 @@ def any_method(handler: Handler) -> MethodRouter:
 class Endpoint:
     """A built MethodRouter: services per method, the Allow header, the route pattern."""
 
-    __slots__ = ("allow", "fallback", "pattern", "plain", "services")
+    __slots__ = ("allow", "direct", "fallback", "pattern", "plain", "services")
 
     def __init__(self, pattern: str, method_router: MethodRouter, outer: Sequence[Layer]) -> None:
         self.pattern = pattern
@@ -141,6 +141,16 @@ class Endpoint:
         if "GET" in self.plain and "HEAD" not in self.plain and "HEAD" not in \
                 method_router.handlers:
             self.plain["HEAD"] = self.plain["GET"]
+        # Handlers whose every parameter is a Path value, without layers: called straight
+        # from the matched parameters (no Request, no Service), HEAD answered by GET's.
+        self.direct: dict[str, DirectCall] = {}
+        if not layers:
+            for method, handler in method_router.handlers.items():
+                call = direct_call(handler)
+                if call is not None:
+                    self.direct[method] = call
+            if "GET" in self.direct and "HEAD" not in method_router.handlers:
+                self.direct["HEAD"] = self.direct["GET"]
         self.fallback: Service | None = None
         if method_router.any_handler is not None:
             self.fallback = compose(layers, guard(handler_service(method_router.any_handler)))
@@ -333,17 +343,49 @@ class App:
         self._static_targets: dict[bytes, Endpoint] = {
             path.encode("ascii"): endpoint for path, endpoint in self._static.items()
             if path.isascii() and "%" not in path and "?" not in path}
+        self._direct_routes = any(endpoint.direct for endpoint in self._static.values()) or \
+            _has_direct(self._tree)
 
-    def plain_handler(self, method: str, target: bytes) -> Handler | None:
-        """The handler to call for a request with this method and raw target, when it is a
-        static route's handler without parameters or layers (None otherwise).
+    def plain_call(self, method: str, target: bytes) -> Awaitable[Any] | None:
+        """The handler's coroutine (not started) for a request with this method and raw
+        target, when the route's handler takes nothing or only Path values and has no layers;
+        None when the request needs the general path (`__call__`).
 
-        Why: the connection driver then calls it itself and sends a `str` result with no
-        Request, Service or Response object; `respond` finishes anything else."""
+        Why: the connection driver then runs the handler itself and sends a `str`, dict or
+        list result with no Request, Service or Response object; `respond` finishes anything
+        else. A Path value that does not convert comes back as an awaitable raising the same
+        HTTPException the extractor raises."""
         if self._layered:
             return None
         endpoint = self._static_targets.get(target)
-        return None if endpoint is None else endpoint.plain.get(method)
+        if endpoint is not None:
+            handler = endpoint.plain.get(method)
+            return None if handler is None else handler()
+        if not self._direct_routes:
+            return None
+        question = target.find(b"?")
+        raw = target if question < 0 else target[:question]
+        if raw[:1] != b"/" or b"%" in raw:
+            return None  # absolute-form or percent-encoded: decoded by the general path
+        path = raw.decode("latin-1")
+        endpoint = self._static.get(path)
+        if endpoint is not None:
+            handler = endpoint.plain.get(method)
+            return None if handler is None else handler()
+        segments = _segments(path)
+        if len(segments) > MAX_PATH_SEGMENTS:
+            return None
+        params: dict[str, str] = {}
+        endpoint = _walk(self._tree, segments, 0, params)
+        if endpoint is None:
+            return None
+        call = endpoint.direct.get(method)
+        if call is None:
+            return None
+        try:
+            return call(params)
+        except Exception as error:  # a Path value that does not convert: answered as usual
+            return _raised(error)
 
     def _insert(self, path: str, endpoint: Endpoint) -> None:
         node = self._tree
@@ -408,6 +450,18 @@ class App:
             if plain is not None:
                 await self.respond(plain(), request.method, request.raw_path, responder)
                 return
+            if endpoint is None and self._direct_routes:
+                found = self.match(request.path)
+                if found is not None:
+                    call = found[0].direct.get(request.method)
+                    if call is not None:
+                        try:
+                            started = call(found[1])
+                        except Exception as error:
+                            started = _raised(error)
+                        await self.respond(started, request.method, request.raw_path,
+                                           responder)
+                        return
             await self.respond(self._dispatch(request), request.method, request.raw_path,
                                responder)
             return
@@ -464,6 +518,21 @@ def _walk(node: _Node, segments: list[str], index: int,
             params[name] = rest
             return endpoint
     return None
+
+
+def _has_direct(node: _Node) -> bool:
+    """Does any route under `node` have a handler the driver may call directly?"""
+    if node.endpoint is not None and node.endpoint.direct:
+        return True
+    if node.catch_all is not None and node.catch_all[1].direct:
+        return True
+    if node.param is not None and _has_direct(node.param[1]):
+        return True
+    return any(_has_direct(child) for child in node.static.values())
+
+
+async def _raised(error: Exception) -> Any:
+    raise error
 
 
 async def _not_found(request: Request) -> Response:

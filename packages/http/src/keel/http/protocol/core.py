@@ -21,6 +21,7 @@ import httptools
 
 from keel.http.config import Limits
 from keel.http.errors import ProtocolError, ResponseError
+from keel.http.protocol.simple import parse_simple
 from keel.http.protocol.writer import (
     CHUNKED_END,
     CONTINUE_RESPONSE,
@@ -38,6 +39,8 @@ HEADERS_TOO_LARGE: Final = 431
 NOT_IMPLEMENTED: Final = 501
 VERSION_NOT_SUPPORTED: Final = 505
 EXPECTATION_FAILED: Final = 417
+HTTP_11: Final = "1.1"
+HTTP_10: Final = "1.0"
 HEADER_LINE_OVERHEAD: Final = 4  # ": " and CRLF
 # Request headers that decide framing and validity; kept aside while parsing.
 _FRAMING_HEADERS: Final = frozenset((b"content-length", b"transfer-encoding", b"expect", b"host"))
@@ -102,6 +105,7 @@ class HttpConnection:
         "_max_header_count",
         "_max_request_line",
         "_parser",
+        "_parser_open",
         "_peer_closed",
         "_url",
         "_url_length",
@@ -132,6 +136,9 @@ class HttpConnection:
         self._body_received = 0
         self._failed = False
         self._peer_closed = False
+        # llhttp is between messages and still accepts more (its last message kept the
+        # connection alive): only then may whole simple requests skip it.
+        self._parser_open = True
         self.server_line = f"server: {server_header}\r\n" if server_header else ""
         self.server_line_bytes = self.server_line.encode("latin-1")
         self.current: RequestHead | None = None
@@ -153,6 +160,19 @@ class HttpConnection:
             self._peer_closed = True
             self._events.append(CONNECTION_CLOSED)
             return
+        if self._parser_open and not self.message_started:
+            simple = parse_simple(data, self._max_request_line, self._max_header_bytes,
+                                  self._max_header_count)
+            if simple is not None:
+                events = self._events
+                head = None
+                for method, target, headers in simple:
+                    head = RequestHead(method, target, headers, HTTP_11, True, None, False,
+                                       False)
+                    events.append(head)
+                    events.append(END_OF_MESSAGE)
+                self._last_head = head
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -198,6 +218,17 @@ class HttpConnection:
             events.popleft()
             return True
         return False
+
+    def take_bodiless_request(self) -> RequestHead | None:
+        """The next request, begun, if its head and its end are both parsed (no body): both
+        events taken. None, with nothing taken, for anything else."""
+        events = self._events
+        if len(events) >= 2 and type(events[0]) is RequestHead and events[1] is END_OF_MESSAGE:
+            head: RequestHead = events.popleft()  # type: ignore[assignment]
+            events.popleft()
+            self.begin_request(head)
+            return head
+        return None
 
     def next_head(self) -> RequestHead | None:
         """The next parsed RequestHead, taken, if that is the next event (else None)."""
@@ -251,7 +282,7 @@ class HttpConnection:
     def on_headers_complete(self) -> None:
         parser = self._parser
         version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
+        if version != HTTP_11 and version != HTTP_10:
             raise ProtocolError(VERSION_NOT_SUPPORTED, f"HTTP/{version} is not supported; "
                                 "expected HTTP/1.0 or HTTP/1.1")
         content_length: int | None = None
@@ -273,16 +304,18 @@ class HttpConnection:
                 expect_continue = True
             elif name == b"host":
                 hosts += 1
-        if version == "1.1" and hosts != 1:
+        if version == HTTP_11 and hosts != 1:
             raise ProtocolError(BAD_REQUEST, f"HTTP/1.1 requires exactly one Host header, "
                                 f"got {hosts}")
         if content_length is not None and content_length > self._limits.max_body_bytes:
             raise ProtocolError(PAYLOAD_TOO_LARGE, f"Content-Length {content_length} exceeds "
                                 f"the limit of {self._limits.max_body_bytes} bytes")
         url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        keep_alive = parser.should_keep_alive()
         head = RequestHead(parser.get_method().decode("ascii"), url, self._headers, version,
-                           parser.should_keep_alive(), content_length, chunked,
-                           expect_continue and version == "1.1")
+                           keep_alive, content_length, chunked,
+                           expect_continue and version == HTTP_11)
+        self._parser_open = keep_alive
         self._last_head = head
         self._events.append(head)
 
@@ -387,6 +420,22 @@ class HttpConnection:
         if body and self.response_has_body:
             return encoded + body
         return encoded
+
+    def start_prefixed_response(self, prefix: bytes, body: bytes) -> bytes | None:
+        """A whole response whose status line and application headers are `prefix` (encoded
+        and checked by `simple_head_prefix`), when the request allows the plain keep-alive
+        framing (HTTP/1.1, not HEAD, no upgrade, no unanswered 100-continue, staying open);
+        else None and nothing changes: use `start_response`."""
+        head = self.current
+        if head is None or self.response_started or not self.keep_alive or \
+                head.http_version != HTTP_11 or head.method == "HEAD" or head.upgrade or \
+                head.expect_continue:
+            return None
+        self.response_started = True
+        self.response_chunked = False
+        self.response_has_body = True
+        return b"%b%b%bcontent-length: %d\r\n\r\n%b" % (
+            prefix, DATE.current_bytes(), self.server_line_bytes, len(body), body)
 
     def body_bytes(self, data: bytes) -> bytes:
         """Response body bytes framed for the wire (nothing for HEAD, 204, 304)."""

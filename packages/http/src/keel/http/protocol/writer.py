@@ -117,13 +117,18 @@ def simple_head_prefix(status: int, name: str, value: str,
         return prefix
     if len(_simple_heads) >= MAX_CACHED_HEADS or name.lower() in framing_names:
         return None
-    check_header(name, value)
-    try:
-        prefix = f"{status_line(status)}{name}: {value}\r\n".encode("latin-1")
-    except UnicodeEncodeError as error:
-        raise ResponseError(f"response headers must be latin-1 text: {error}") from None
+    prefix = head_prefix(status, name, value)
     _simple_heads[key] = prefix
     return prefix
+
+
+def head_prefix(status: int, name: str, value: str) -> bytes:
+    """The status line plus `name: value`, encoded and checked (not cached)."""
+    check_header(name, value)
+    try:
+        return f"{status_line(status)}{name}: {value}\r\n".encode("latin-1")
+    except UnicodeEncodeError as error:
+        raise ResponseError(f"response headers must be latin-1 text: {error}") from None
 
 
 def encode_chunk(data: bytes) -> bytes:

@@ -187,18 +187,19 @@ class AsyncioStream(asyncio.Protocol):
                 self._transport.resume_reading()
         return data
 
-    def send_now(self, data: bytes) -> bool:
-        """Hand `data` to the transport if nothing needs waiting for (no await); else False.
+    def send_now(self, data: bytes) -> int:
+        """Hand `data` to the transport if nothing needs waiting for (no await): the bytes
+        taken, all of them or none.
 
-        False means nothing was written: the caller uses `send`, which waits or raises. Data
-        that pushes the transport past its high-water mark is still accepted here, so at most
-        one response goes beyond the mark before `send` makes the writer wait."""
+        None taken: the caller uses `send`, which waits or raises. Data that pushes the
+        transport past its high-water mark is still accepted here, so at most one response
+        goes beyond the mark before `send` makes the writer wait."""
         transport = self._transport
         if self._writing_paused or self._closed or transport is None or \
                 transport.is_closing():
-            return False
+            return 0
         transport.write(data)
-        return True
+        return len(data)
 
     async def send(self, data: bytes, timeout: float) -> None:
         transport = self._transport

@@ -23,8 +23,16 @@ from keel.http.protocol.core import (
     HttpConnection,
     RequestHead,
 )
+from keel.http.protocol.writer import head_prefix
 from keel.http.request import Request, split_target
-from keel.http.response import OK, TEXT_HEADERS, Responder, error_response
+from keel.http.response import (
+    JSON_HEADERS,
+    OK,
+    TEXT_HEADERS,
+    Responder,
+    encode_json,
+    error_response,
+)
 from keel.http.server.backend import ReceiveTimeout, Stream
 
 logger = logging.getLogger("keel.http")
@@ -34,10 +42,14 @@ REQUEST_TIMEOUT = 408
 INTERNAL_ERROR = 500
 
 ConnectionApp = Callable[[Request, Responder], Awaitable[None]]
-# Optional on a ConnectionApp (keel's App has both): the handler to call directly for a
-# request method and raw target, and how to finish one whose result is not a plain str.
-PlainLookup = Callable[[str, bytes], Callable[[], Awaitable[Any]] | None]
+# Optional on a ConnectionApp (keel's App has both): the handler's coroutine to run directly
+# for a request method and raw target (or None), and how to finish one whose result is not
+# sent by the driver itself.
+PlainCall = Callable[[str, bytes], Awaitable[Any] | None]
 PlainRespond = Callable[[Awaitable[Any], str, str, Responder], Awaitable[None]]
+# The heads of the whole responses the driver builds itself (200, one content-type header).
+TEXT_PREFIX = head_prefix(OK, *TEXT_HEADERS[0])
+JSON_PREFIX = head_prefix(OK, *JSON_HEADERS[0])
 
 
 class _Parked:
@@ -52,6 +64,13 @@ class _AfterInline:
 
 
 AFTER_INLINE = _AfterInline()
+
+
+class _ServedInline:
+    """`_next_head` served what arrived inline and left the rest in `_leftover`."""
+
+
+SERVED_INLINE = _ServedInline()
 # What `_serve_parked` leaves for `_continue`: a request coroutine that started inline and
 # then waited (with the value it yielded), an exception it raised, or AFTER_INLINE.
 InlineLeftover = tuple[Coroutine[Any, Any, None], Any] | Exception | _AfterInline
@@ -105,7 +124,7 @@ class ConnectionDriver:
         "_declared_length",
         "_leftover",
         "_pending_head",
-        "_plain_lookup",
+        "_plain_call",
         "_plain_respond",
         "_registry",
         "_response_ended",
@@ -136,12 +155,13 @@ class ConnectionDriver:
         self._sent_bytes = 0
         self._status = 0
         self._leftover: InlineLeftover | None = None
-        # Streams that can write without awaiting (asyncio) save a coroutine per response.
-        self._send_now: Callable[[bytes], bool] | None = getattr(stream, "send_now", None)
-        self._plain_lookup: PlainLookup | None = getattr(app, "plain_handler", None)
+        # Streams that can write without awaiting (`send_now(data) -> bytes taken`: asyncio,
+        # keel.runtime) save a coroutine per response.
+        self._send_now: Callable[[bytes], int] | None = getattr(stream, "send_now", None)
+        self._plain_call: PlainCall | None = getattr(app, "plain_call", None)
         self._plain_respond: PlainRespond | None = getattr(app, "respond", None)
         if self._plain_respond is None or config.access_log:
-            self._plain_lookup = None
+            self._plain_call = None
 
     async def run(self) -> None:
         """Serve until the peer leaves, an error closes the connection or the server drains."""
@@ -153,23 +173,26 @@ class ConnectionDriver:
         """The request loop; returns early, connection open, when the stream parks it."""
         registry = self._registry
         parked = False
-        leftover, self._leftover = self._leftover, None
         try:
-            if leftover is not None:
-                if isinstance(leftover, Exception):
-                    raise leftover
-                if isinstance(leftover, tuple):
-                    await resume_started(*leftover)
-                if not self.core.keep_alive or (registry is not None and registry.draining):
-                    return
             while True:
+                leftover, self._leftover = self._leftover, None
+                if leftover is not None:
+                    if isinstance(leftover, Exception):
+                        raise leftover
+                    if isinstance(leftover, tuple):
+                        await resume_started(*leftover)
+                    if not self.core.keep_alive or (registry is not None and
+                                                    registry.draining):
+                        return
                 head = await self._next_head()
+                if head is SERVED_INLINE:
+                    continue
                 if isinstance(head, _Parked):
                     parked = True
                     return
                 if head is None:
                     break
-                await self._serve(head)
+                await self._serve(head)  # type: ignore[arg-type]
                 if not self.core.keep_alive or (registry is not None and registry.draining):
                     break
         except ClientDisconnected:
@@ -182,11 +205,12 @@ class ConnectionDriver:
                     registry.discard(self)
                 await self.stream.close()
 
-    async def _next_head(self) -> RequestHead | _Parked | None:
+    async def _next_head(self) -> RequestHead | _Parked | _ServedInline | None:
         core = self.core
         limits = self.config.limits
         timeouts = self.config.timeouts
         deadline = 0.0
+        idle = False
         while True:
             event = core.next_event()
             if type(event) is RequestHead:
@@ -198,10 +222,10 @@ class ConnectionDriver:
                     if not deadline:
                         deadline = now + timeouts.header
                     timeout = deadline - now
-                    self.idle = False
+                    self.idle = idle = False
                 else:
                     timeout = timeouts.idle
-                    self.idle = True
+                    self.idle = idle = True
                     if self._registry is not None and self._registry.draining:
                         return None
                     park = getattr(self.stream, "park", None)
@@ -214,6 +238,13 @@ class ConnectionDriver:
                         await self._send_error(REQUEST_TIMEOUT, "request headers took longer "
                                                f"than {timeouts.header} s")
                     return None
+                if idle and data:
+                    # On arrival, as the asyncio stream does from `data_received`: serve the
+                    # requests these bytes complete right here, no coroutine per request
+                    # unless one waits (it is left for `_continue`).
+                    if not self._serve_parked(data) and self._leftover is not None:
+                        return SERVED_INLINE
+                    continue
                 core.receive_data(data)
             elif isinstance(event, ProtocolError):
                 await self._send_error(event.status, event.message)
@@ -223,30 +254,32 @@ class ConnectionDriver:
             # A body or end event without a head cannot happen; skip it defensively.
 
     def _serve_parked(self, data: bytes) -> bool:
-        """Bytes for a parked connection: serve the requests they complete, inline.
+        """Bytes for an idle connection: serve the requests they complete, inline.
 
         Why: most keep-alive requests arrive whole and are answered without waiting, so the
         request coroutine runs to its end right here, with no task, no read future and no
-        trip through `_continue`. True: everything was served and the connection stays
-        parked. False: the stream must run `_continue`, which picks up what is left (a
-        request that waited, an error, a partial or failed request, or the close)."""
+        trip through `_continue`; a bodiless request for a handler the app lets us call
+        directly (`plain_call`) needs not even a Request. True: everything was served and
+        the connection waits for the next request. False: `_continue` must pick up what is
+        left (a request that waited, an error, a partial or failed request, or the close)."""
         core = self.core
         core.receive_data(data)
         registry = self._registry
+        call = self._plain_call
         while True:
             if registry is not None and registry.draining:
                 return False
-            head = core.next_head()
-            if head is None:
-                return core.waiting_for_request
-            self.idle = False
-            plain = self._plain_lookup
-            handler = plain(head.method, head.target) if plain is not None else None
-            if handler is not None:
-                core.begin_request(head)
-                coroutine = self._serve_plain(head, handler) if core.take_end_of_message() \
-                    else self._serve(head)
+            head = core.take_bodiless_request() if call is not None else None
+            if head is not None and call is not None:
+                self.idle = False
+                started = call(head.method, head.target)
+                coroutine = self._serve(head, begun=True) if started is None \
+                    else self._serve_plain(head, started)
             else:
+                head = core.next_head()
+                if head is None:
+                    return core.waiting_for_request
+                self.idle = False
                 coroutine = self._serve(head)
             if coroutine is not None:
                 try:
@@ -265,28 +298,44 @@ class ConnectionDriver:
                 return False
 
     def _serve_plain(self, head: RequestHead,
-                     handler: Callable[[], Awaitable[Any]]) -> Coroutine[Any, Any, None] | None:
-        """A bodiless request for a plain handler (begun, its end taken): the handler runs
-        here, and a `str` it returns without waiting is sent with no Request, Service or
-        Response object. None when that is done; otherwise the coroutine that finishes the
-        request through the generic path (not started)."""
-        coroutine = cast(Coroutine[Any, Any, Any], handler())  # registration checked async def
+                     started: Awaitable[Any]) -> Coroutine[Any, Any, None] | None:
+        """A bodiless request (begun, its end taken) whose handler coroutine the app gave us:
+        it runs here, and a `str`, dict or list it returns without waiting is sent with no
+        Request, Service or Response object. None when that is done; otherwise the coroutine
+        that finishes the request through the generic path (not started)."""
+        coroutine = cast(Coroutine[Any, Any, Any], started)  # registration checked async def
         try:
             yielded = coroutine.send(None)
         except StopIteration as stop:
             result = stop.value
-            if type(result) is str and self._send_now is not None:
-                data = self.core.start_response(OK, TEXT_HEADERS, body=result.encode())
-                if self._send_now(data):
-                    self.core.finish_request(True)
+            kind = type(result)
+            if kind is str:
+                prefix, body = TEXT_PREFIX, result.encode()
+            elif kind is dict or kind is list:
+                try:
+                    prefix, body = JSON_PREFIX, encode_json(result)
+                except Exception:  # the generic path meets it again, logs it, answers 500
+                    return self._serve(head, _returned(result), begun=True)
+            else:
+                return self._serve(head, _returned(result), begun=True)
+            core = self.core
+            data = core.start_prefixed_response(prefix, body)
+            if data is None:  # HEAD, HTTP/1.0, closing: the general framing
+                data = core.start_response(OK, TEXT_HEADERS if prefix is TEXT_PREFIX
+                                           else JSON_HEADERS, body=body)
+            send_now = self._send_now
+            if send_now is not None:
+                sent = send_now(data)
+                if sent == len(data):
+                    core.finish_request(True)
                     return None
-                return self._send_and_finish(data)
-            rest = _returned(result)
+                data = data[sent:]
+            return self._send_and_finish(data)
         except Exception as error:
             rest = _raised(error)
         else:
             rest = resume_started(coroutine, yielded)
-        return self._serve(head, rest)
+        return self._serve(head, rest, begun=True)
 
     async def _send_and_finish(self, data: bytes) -> None:
         await self.stream.send(data, self.config.timeouts.send)
@@ -309,11 +358,12 @@ class ConnectionDriver:
         except ClientDisconnected:
             pass
 
-    async def _serve(self, head: RequestHead, handled: Awaitable[Any] | None = None) -> None:
-        """One request; `handled`: a plain handler's result already on its way (the request
-        was begun and its end taken by `_serve_parked`)."""
+    async def _serve(self, head: RequestHead, handled: Awaitable[Any] | None = None,
+                     begun: bool = False) -> None:
+        """One request. `begun`: `_serve_parked` began it and took its end (no body);
+        `handled`: then also the plain handler's result, already on its way."""
         core = self.core
-        if handled is None:
+        if not begun:
             core.begin_request(head)
         self._pending_head = b""
         self._response_ended = False
@@ -321,7 +371,7 @@ class ConnectionDriver:
         self._sent_bytes = 0
         self._status = 0
         # Requests without a body come with their end already parsed: settle it now.
-        self._body_done = True if handled is not None else core.take_end_of_message()
+        self._body_done = True if begun else core.take_end_of_message()
         path, raw_path, query = split_target(head.target)
         request = Request(head.method, path, query, head.headers, raw_path=raw_path,
                           http_version=head.http_version, client=self.stream.peer,
@@ -417,8 +467,12 @@ class ConnectionDriver:
         self._sent_bytes = len(body)
         self._response_ended = True
         send_now = self._send_now
-        if send_now is None or not send_now(data):
-            await self.stream.send(data, self.config.timeouts.send)
+        if send_now is not None:
+            sent = send_now(data)
+            if sent == len(data):
+                return
+            data = data[sent:]
+        await self.stream.send(data, self.config.timeouts.send)
 
     async def start(self, status: int, headers: Sequence[tuple[str, str]],
                     content_length: int | None) -> None:

@@ -30,6 +30,7 @@ TLS_READ_SIZE = 16 * 1024
 NO_DEADLINE = float("inf")
 SWEEP_INTERVAL = 0.1  # seconds; read timeouts are enforced to within this
 _CLOSED_ERRORS = (OSError, kr.ClosedResourceError, kr.BusyResourceError)
+DONT_WAIT = int(socket.MSG_DONTWAIT)  # a plain int: flag-enum arithmetic is slow per call
 
 
 class RuntimeStream:
@@ -56,7 +57,7 @@ class RuntimeStream:
     async def receive(self, max_bytes: int, timeout: float | None) -> bytes:
         if self._closed:
             return b""
-        size = min(max_bytes, len(self._buffer))
+        size: int | None = max_bytes if max_bytes < len(self._buffer) else None
         # No cancel scope or timer per read: the sweeper ends reads past their deadline.
         self.deadline = time.monotonic() + timeout if timeout is not None else NO_DEADLINE
         try:
@@ -76,6 +77,17 @@ class RuntimeStream:
             self._socket.shutdown(socket.SHUT_RD)
         except OSError:
             self.abort()
+
+    def send_now(self, data: bytes) -> int:
+        """The bytes the socket takes right now (one non-blocking send, no await); 0 when
+        it takes none or is closed. The caller sends the rest with `send`, which waits for
+        the slow reader, times out, or reports the closed connection."""
+        if self._closed:
+            return 0
+        try:
+            return self._socket.send(data, DONT_WAIT)
+        except OSError:  # full (BlockingIOError), or an error that `send` will report
+            return 0
 
     async def send(self, data: bytes, timeout: float) -> None:
         if self._closed:
