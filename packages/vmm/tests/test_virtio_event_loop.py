@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,17 @@ from keel.native.netns import NetworkNamespace
 from keel.native.testing.skips import requires_kvm, requires_tap
 from keel.vmm.boot.modes import CpuMode, EntryPoint
 from keel.vmm.machine import Vm
-from keel.vmm.virtio.driver import MmioDriver, SplitQueueDriver
+from keel.vmm.virtio.block import (
+    HEADER,
+    SECTOR_SIZE,
+    STATUS_IOERR,
+    STATUS_OK,
+    TYPE_FLUSH,
+    TYPE_IN,
+    TYPE_OUT,
+    BlockDevice,
+)
+from keel.vmm.virtio.driver import MmioDriver, SplitQueueDriver, UsedBuffer
 from keel.vmm.virtio.mmio import notify_address
 from keel.vmm.virtio.net import HEADER_SIZE, RX_QUEUE, TX_QUEUE
 from keel.vmm.virtio.net_tap import TapBackend
@@ -153,3 +164,59 @@ def test_frames_flow_both_ways_while_the_vcpu_spins(
         assert vm.exit is None  # the vCPU was busy in KVM_RUN the whole time
         vm.stop()
         assert vm.wait(DEADLINE_SECONDS).reason == "stopped"
+
+
+DISK_SECTORS = 64
+BLOCK_QUEUE = 0
+
+
+def wait_used(queue: SplitQueueDriver, count: int) -> list[UsedBuffer]:
+    used: list[UsedBuffer] = []
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while len(used) < count and time.monotonic() < deadline:
+        used += queue.used()
+        time.sleep(0.01)
+    return used
+
+
+def test_disk_requests_run_on_the_device_loop_while_the_vcpu_spins(
+        runtime_driver: str, tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(DISK_SECTORS * SECTOR_SIZE))
+    pattern = bytes(range(256)) * (2 * SECTOR_SIZE // 256)
+    with Vm(MEMORY) as vm:
+        disk = vm.add_virtio_block(image)
+        slot = vm.virtio.placement.slots[0]
+        threads: set[str] = set()
+        take_requests = disk.take_requests
+
+        def observed() -> list[object]:
+            threads.add(threading.current_thread().name)
+            return take_requests()  # type: ignore[return-value]
+
+        disk.take_requests = observed  # type: ignore[method-assign,assignment]
+        driver = MmioDriver(slot.transport)
+        assert driver.negotiate(driver.device_features())
+        queue = SplitQueueDriver(vm.memory, RX_BASE, QUEUE_SIZE, RX_BUFFERS, BUFFER_AREA)
+        driver.setup_queue(BLOCK_QUEUE, queue)
+        driver.driver_ok()
+        vm.memory.write(LOAD, kicking_guest(notify_address(slot.base), BLOCK_QUEUE))
+        vm.load(EntryPoint(CpuMode.LONG, LOAD))
+        vm.start()
+
+        # Write two sectors at sector 5, flush, read them back, and read past the end.
+        queue.add([HEADER.pack(TYPE_OUT, 0, 5), pattern], [1])
+        queue.add([HEADER.pack(TYPE_FLUSH, 0, 0)], [1])
+        (write, flush) = wait_used(queue, 2)
+        queue.add([HEADER.pack(TYPE_IN, 0, 5)], [len(pattern), 1])
+        queue.add([HEADER.pack(TYPE_IN, 0, DISK_SECTORS - 1)], [2 * SECTOR_SIZE, 1])
+        (read, beyond) = wait_used(queue, 2)
+        vm.stop()
+        vm.wait(DEADLINE_SECONDS)
+
+    assert write.writable[-1] == bytes([STATUS_OK]) == flush.writable[-1]
+    assert read.writable == (pattern, bytes([STATUS_OK]))
+    assert beyond.length == 1 and beyond.writable[-1] == bytes([STATUS_IOERR])
+    assert image.read_bytes()[5 * SECTOR_SIZE : 7 * SECTOR_SIZE] == pattern
+    assert threads == {"keel-vmm-devices"}
+    assert isinstance(disk, BlockDevice) and disk.defers_io

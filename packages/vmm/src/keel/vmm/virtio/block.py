@@ -21,7 +21,7 @@ from typing import Protocol
 from keel.native._virtio import ffi, lib
 from keel.vmm.virtio.chain import DescriptorChain
 from keel.vmm.virtio.constants import DEVICE_ID_BLOCK
-from keel.vmm.virtio.device import VirtioDevice
+from keel.vmm.virtio.device import DRAIN_CHAIN_LIMIT, VirtioDevice
 from keel.vmm.virtio.errors import VirtioConfigError, VirtqueueError
 
 logger = logging.getLogger("keel.vmm")
@@ -69,6 +69,19 @@ class BlockBackend(Protocol):
 
 
 @dataclass(frozen=True)
+class BlockIo:
+    """The one backend operation a checked request needs (`kind`: read, write or flush)."""
+
+    kind: str
+    offset: int = 0
+    length: int = 0
+    data: bytes = b""
+
+
+READ, WRITE, FLUSH = "read", "write", "flush"
+
+
+@dataclass(frozen=True)
 class BlockRequest:
     """A checked request: what to do, where, and how much data it carries."""
 
@@ -94,6 +107,9 @@ class BlockDevice(VirtioDevice):
         self.read_only = read_only
         self.serial = encoded
         self.capacity_sectors = backend.size // SECTOR_SIZE
+        # Set by an event loop that performs the backend I/O itself (io_uring through
+        # keel.runtime): process_queue() then leaves the queue to take_requests()/finish().
+        self.defers_io = False
         if backend.size % SECTOR_SIZE:
             logger.warning("disk of %d bytes is not a whole number of %d-byte sectors; the last "
                            "%d bytes are not visible to the guest", backend.size, SECTOR_SIZE,
@@ -112,8 +128,44 @@ class BlockDevice(VirtioDevice):
         return bytes(config)
 
     def process_queue(self, index: int) -> None:
-        if index == REQUEST_QUEUE:
+        if index == REQUEST_QUEUE and not self.defers_io:
             self.drain(self.queues[REQUEST_QUEUE], self._handle)
+
+    # -- the event loop's side: take a batch, do its I/O elsewhere, finish it ----------------
+
+    def take_requests(self) -> list[BlockRequest]:
+        """Pop and check what the driver made available (at most DRAIN_CHAIN_LIMIT), with
+        kicks re-enabled once the ring is empty; [] when there is nothing or the device broke."""
+        taken: list[BlockRequest] = []
+
+        def take() -> None:
+            queue = self.queues[REQUEST_QUEUE]
+            while len(taken) < DRAIN_CHAIN_LIMIT:
+                chain = queue.pop()
+                if chain is None:
+                    if queue.enable_notifications():
+                        continue
+                    break
+                taken.append(self.parse(chain))
+
+        with self.lock:
+            if self.active and not self.broken:
+                self._guarded(take)
+            return taken if not self.broken else []
+
+    def finish(self, results: list[tuple[BlockRequest, int, bytes]]) -> None:
+        """Write each request's data and status, return the chains, interrupt if wanted."""
+        with self.lock:
+            if not self.active or self.broken:
+                return  # reset meanwhile: the chains belong to an old ring
+
+            def complete_all() -> None:
+                queue = self.queues[REQUEST_QUEUE]
+                for request, status, data in results:
+                    queue.push(request.chain.head, self.complete(request, status, data))
+                self.signal_used(queue)
+
+            self._guarded(complete_all)
 
     # -- the three steps --------------------------------------------------------------------
 
@@ -133,13 +185,12 @@ class BlockDevice(VirtioDevice):
             data_length = chain.writable_length - STATUS_SIZE
         return BlockRequest(chain, request_type, sector, data_length)
 
-    def execute(self, request: BlockRequest) -> tuple[int, bytes]:
-        """Do the I/O: (status, bytes for the guest's data buffers)."""
-        memory = self.require_memory()
+    def plan(self, request: BlockRequest) -> tuple[int, bytes] | BlockIo:
+        """The answer for requests that need no I/O (status, data), else the I/O to do."""
         if request.type == TYPE_GET_ID:
             return STATUS_OK, self.serial.ljust(ID_BYTES, b"\0")[: request.data_length]
         if request.type == TYPE_FLUSH:
-            return self._backend_call(request, self._flush)
+            return BlockIo(FLUSH)
         if request.type not in (TYPE_IN, TYPE_OUT):
             logger.debug("%s: unsupported request type %d", self.label, request.type)
             return STATUS_UNSUPPORTED, b""
@@ -149,15 +200,32 @@ class BlockDevice(VirtioDevice):
             return STATUS_IOERR, b""
         offset = request.sector * SECTOR_SIZE
         if request.type == TYPE_IN:
-            return self._backend_call(
-                request, lambda: self.backend.read_at(offset, request.data_length))
-        data = request.chain.read(memory, request.data_length, offset=HEADER_SIZE)
+            return BlockIo(READ, offset, request.data_length)
+        data = request.chain.read(self.require_memory(), request.data_length,
+                                  offset=HEADER_SIZE)
+        return BlockIo(WRITE, offset, len(data), data)
 
-        def write() -> bytes:
-            self.backend.write_at(offset, data)
-            return b""
+    def execute(self, request: BlockRequest) -> tuple[int, bytes]:
+        """Do the I/O with the backend's blocking calls: (status, bytes for the guest)."""
+        step = self.plan(request)
+        if not isinstance(step, BlockIo):
+            return step
+        return self._backend_call(request, lambda: self._run(step))
 
-        return self._backend_call(request, write)
+    def _run(self, step: BlockIo) -> bytes:
+        if step.kind == READ:
+            return self.backend.read_at(step.offset, step.length)
+        if step.kind == WRITE:
+            self.backend.write_at(step.offset, step.data)
+        else:
+            self.backend.flush()
+        return b""
+
+    def failed(self, request: BlockRequest, error: OSError) -> tuple[int, bytes]:
+        """A backend error becomes IOERR for the guest and one warning for the operator."""
+        logger.warning("%s: request %d (type %d, sector %d) failed: %s", self.label,
+                       request.chain.head, request.type, request.sector, error)
+        return STATUS_IOERR, b""
 
     def complete(self, request: BlockRequest, status: int, data: bytes) -> int:
         """Write data and status into the chain; returns the used length."""
@@ -188,15 +256,9 @@ class BlockDevice(VirtioDevice):
                    f"capacity of {self.capacity_sectors}"
         return ""
 
-    def _flush(self) -> bytes:
-        self.backend.flush()
-        return b""
-
     def _backend_call(self, request: BlockRequest,
                       call: Callable[[], bytes]) -> tuple[int, bytes]:
         try:
             return STATUS_OK, call()
         except OSError as error:
-            logger.warning("%s: request %d (type %d, sector %d) failed: %s", self.label,
-                           request.chain.head, request.type, request.sector, error)
-            return STATUS_IOERR, b""
+            return self.failed(request, error)

@@ -34,6 +34,10 @@ class FileBlockBackend:
     def size(self) -> int:
         return self._size
 
+    def fileno(self) -> int:
+        """The image's fd, for an event loop that reads and writes it through io_uring."""
+        return self._fd
+
     def read_at(self, offset: int, length: int) -> bytes:
         return os.pread(self._fd, length, offset)
 

@@ -12,7 +12,9 @@ accesses on the vCPU threads and the work here never interleave inside a device.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,9 +25,20 @@ import keel.runtime as kr
 from keel.native.eventfd import EventFd
 from keel.runtime.borrowed_fd import BorrowedFd
 from keel.runtime.crossthread import ThreadChannel
+from keel.runtime.fs import File
 from keel.runtime.sync import Event
 from keel.vmm.errors import VmStateError
 from keel.vmm.virtio.attach import MmioSlot
+from keel.vmm.virtio.block import (
+    READ,
+    REQUEST_QUEUE,
+    STATUS_OK,
+    WRITE,
+    BlockDevice,
+    BlockIo,
+    BlockRequest,
+)
+from keel.vmm.virtio.block_file import FileBlockBackend
 from keel.vmm.virtio.mmio import REGISTER_SIZE, notify_address
 from keel.vmm.virtio.net import FRAME_LIMIT, RX_QUEUE, TX_QUEUE, NetDevice
 from keel.vmm.virtio.net_tap import TapBackend
@@ -132,25 +145,38 @@ class DeviceEventLoop:
 
     async def _main(self) -> None:
         self._stop_channel = ThreadChannel()
-        async with kr.TaskGroup() as group:
-            for attached in self._devices:
-                self._spawn_device(group, attached)
-            self._ready.set()
-            await self._stop_channel.receive()
-            group.cancel()
-        self._stop_channel.close()
+        wires: list[_TapWire | _DiskWire] = []
+        try:
+            async with kr.TaskGroup() as group:
+                for attached in self._devices:
+                    wires += self._spawn_device(group, attached)
+                self._ready.set()
+                await self._stop_channel.receive()
+                group.cancel()
+        finally:
+            for wire in wires:
+                wire.close()
+            self._stop_channel.close()
 
-    def _spawn_device(self, group: kr.TaskGroup, attached: _Attached) -> None:
+    def _spawn_device(self, group: kr.TaskGroup,
+                      attached: _Attached) -> list[_TapWire | _DiskWire]:
         device = attached.slot.transport.device
         after: dict[int, Callable[[], Awaitable[None]]] = {}
-        if isinstance(device, NetDevice) and isinstance(device.backend, TapBackend):
+        wires: list[_TapWire | _DiskWire] = []
+        if isinstance(device, BlockDevice) and isinstance(device.backend, FileBlockBackend):
+            disk = _DiskWire(device, device.backend)
+            wires.append(disk)
+            after[REQUEST_QUEUE] = disk.serve
+        elif isinstance(device, NetDevice) and isinstance(device.backend, TapBackend):
             wire = _TapWire(device, device.backend)
+            wires.append(wire)
             group.spawn(wire.receive_frames, name=f"{device.label} rx")
             after[TX_QUEUE] = wire.send_frames
             after[RX_QUEUE] = wire.buffers_posted
         for index, kick in enumerate(attached.kicks):
             group.spawn(_serve_queue, attached.slot, index, kick, after.get(index),
                         name=f"{device.label} queue {index}")
+        return wires
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -222,23 +248,25 @@ class _TapWire:
     async def receive_frames(self) -> None:
         tap = self._borrowed()
         buffer = bytearray(FRAME_LIMIT)
-        try:
-            while True:
-                if self.device.waiting_for_buffers:
-                    await self._room.wait()
-                    self._room = Event()
-                    self.device.receive_from_backend()
-                    continue
-                try:
-                    count, _ = await tap.read(buffer)
-                except OSError as error:
-                    logger.warning("%s: TAP %s read failed: %s", self.device.label,
-                                   self.backend.name, error)
-                    await kr.sleep(TAP_ERROR_BACKOFF_SECONDS)
-                    continue
-                self.device.deliver(bytes(buffer[:count]))
-        finally:
-            tap.close()
+        while True:
+            if self.device.waiting_for_buffers:
+                await self._room.wait()
+                self._room = Event()
+                self.device.receive_from_backend()
+                continue
+            try:
+                count, _ = await tap.read(buffer)
+            except OSError as error:
+                logger.warning("%s: TAP %s read failed: %s", self.device.label,
+                               self.backend.name, error)
+                await kr.sleep(TAP_ERROR_BACKOFF_SECONDS)
+                continue
+            self.device.deliver(bytes(buffer[:count]))
+
+    def close(self) -> None:
+        if self._tap is not None:
+            self._tap.close()
+            self._tap = None
 
     async def buffers_posted(self) -> None:
         """The driver kicked RX: a held frame may have gone in; let the reader go on."""
@@ -257,3 +285,59 @@ class _TapWire:
                 self.backend.dropped += 1
                 logger.debug("%s: TAP %s dropped a %d-byte frame: %s", self.device.label,
                              self.backend.name, len(frame), error)
+
+
+class _DiskWire:
+    """virtio-blk's I/O on the image file through keel.runtime (io_uring reads, writes and
+    fsync on the io_uring driver): the device checks requests, this does their I/O."""
+
+    def __init__(self, device: BlockDevice, backend: FileBlockBackend) -> None:
+        self.device = device
+        self.backend = backend
+        device.defers_io = True
+        self._file: File | None = None
+
+    def _image(self) -> File:
+        if self._file is None:
+            # A duplicate: the runtime's File closes its fd, the backend closes the original.
+            self._file = File(os.dup(self.backend.fileno()), kr.current_runtime().driver,
+                              f"disk image {self.backend.path!r}")
+        return self._file
+
+    async def serve(self) -> None:
+        """Everything the driver queued, batch by batch, until the ring stays empty."""
+        while requests := self.device.take_requests():
+            results = [(request, *await self._execute(request)) for request in requests]
+            self.device.finish(results)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    async def _execute(self, request: BlockRequest) -> tuple[int, bytes]:
+        step = self.device.plan(request)
+        if not isinstance(step, BlockIo):
+            return step
+        try:
+            return STATUS_OK, await self._run(step)
+        except OSError as error:
+            return self.device.failed(request, error)
+
+    async def _run(self, step: BlockIo) -> bytes:
+        image = self._image()
+        if step.kind == READ:
+            buffer = bytearray(step.length)
+            done = 0
+            while done < step.length:
+                count, _ = await image.read_at(memoryview(buffer)[done:], step.offset + done)
+                if count == 0:
+                    raise OSError(errno.EIO, f"{self.backend.path!r} ended at "
+                                  f"{step.offset + done}, inside the disk's capacity")
+                done += count
+            return bytes(buffer)
+        if step.kind == WRITE:
+            await image.write_at(step.data, step.offset)
+        else:
+            await image.fsync()
+        return b""
