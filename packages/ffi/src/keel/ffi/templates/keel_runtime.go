@@ -261,7 +261,15 @@ func (completer *keelCompleter) deliver(call uint64, status int64) {
 	if completer.closed || len(completer.done) >= keelMaxPending {
 		return
 	}
+	wake := len(completer.done) == 0
 	completer.done = append(completer.done, keelCompletion{call, status})
+	if !wake {
+		// The queue was not empty: the write that made it non-empty is still unread, or
+		// Python is between reading the eventfd and draining (it reads first, then takes
+		// the whole queue under this lock), so this completion is taken with the others.
+		// One eventfd write per batch, not per call.
+		return
+	}
 	for {
 		_, err := syscall.Write(completer.fd, one[:])
 		if err != syscall.EINTR {
@@ -285,11 +293,11 @@ func keelStartAsync(completerID C.int64_t, call C.uint64_t, work func(context.Co
 	go func() {
 		status := keelRunAsync(ctx, work)
 		cancel()
+		completer.deliver(uint64(call), int64(status))
+		// One lock for both: a keel_cancel of a call that has just finished only calls
+		// its (idempotent) cancel func again.
 		keelCompleters.Lock()
 		delete(keelCompleters.calls, uint64(call))
-		keelCompleters.Unlock()
-		completer.deliver(uint64(call), int64(status))
-		keelCompleters.Lock()
 		keelCompleters.inFlight--
 		keelCompleters.Unlock()
 	}()
