@@ -31,6 +31,8 @@ TEXT_HEADERS: tuple[tuple[str, str], ...] = (("content-type", TEXT_TYPE),)
 JSON_HEADERS: tuple[tuple[str, str], ...] = (("content-type", JSON_TYPE),)
 
 _json_encoder = msgspec.json.Encoder()
+# The encoder's bound method, for hot paths that handle its errors themselves.
+encode_json_unchecked = _json_encoder.encode
 
 
 class Responder(Protocol):

@@ -94,7 +94,6 @@ class HttpConnection:
 
     __slots__ = (
         "_body_received",
-        "_events",
         "_failed",
         "_framing",
         "_header_bytes",
@@ -111,6 +110,7 @@ class HttpConnection:
         "_url_length",
         "continue_sent",
         "current",
+        "events",
         "keep_alive",
         "message_started",
         "response_chunked",
@@ -127,7 +127,10 @@ class HttpConnection:
         self._max_header_count = self._limits.max_header_count
         self._max_request_line = self._limits.max_request_line
         self._parser = httptools.HttpRequestParser(self)
-        self._events: deque[object] = deque()
+        # Parsed, not yet taken: RequestHead, body bytes, END_OF_MESSAGE, ProtocolError,
+        # CONNECTION_CLOSED. Public so the driver's hot path can test it for emptiness
+        # without a call; take events only through the methods below.
+        self.events: deque[object] = deque()
         self._headers: list[tuple[bytes, bytes]] = []
         self._framing: list[tuple[bytes, bytes]] = []
         self._url: list[bytes] = []
@@ -158,13 +161,13 @@ class HttpConnection:
             return
         if not data:
             self._peer_closed = True
-            self._events.append(CONNECTION_CLOSED)
+            self.events.append(CONNECTION_CLOSED)
             return
         if self._parser_open and not self.message_started:
             simple = parse_simple(data, self._max_request_line, self._max_header_bytes,
                                   self._max_header_count)
             if simple is not None:
-                events = self._events
+                events = self.events
                 head = None
                 for method, target, headers in simple:
                     head = RequestHead(method, target, headers, HTTP_11, True, None, False,
@@ -196,24 +199,24 @@ class HttpConnection:
             error = ProtocolError(BAD_REQUEST, f"malformed request: {error}")
         self._failed = True
         self.keep_alive = False
-        self._events.append(error)
+        self.events.append(error)
 
     def next_event(self) -> object:
         """The next RequestHead, body bytes, END_OF_MESSAGE, ProtocolError or NEED_DATA."""
-        if self._events:
-            return self._events.popleft()
-        if self._peer_closed or (self._failed and not self._events):
+        if self.events:
+            return self.events.popleft()
+        if self._peer_closed or (self._failed and not self.events):
             return CONNECTION_CLOSED
         return NEED_DATA
 
     def peek_event(self) -> object:
         """The event `next_event` would return, without taking it (None if none is parsed)."""
-        return self._events[0] if self._events else None
+        return self.events[0] if self.events else None
 
     def take_end_of_message(self) -> bool:
         """Take END_OF_MESSAGE if it is the next event: the request had no body (or all of it
         was taken already)."""
-        events = self._events
+        events = self.events
         if events and events[0] is END_OF_MESSAGE:
             events.popleft()
             return True
@@ -222,7 +225,7 @@ class HttpConnection:
     def take_bodiless_request(self) -> RequestHead | None:
         """The next request, begun, if its head and its end are both parsed (no body): both
         events taken. None, with nothing taken, for anything else."""
-        events = self._events
+        events = self.events
         if len(events) >= 2 and type(events[0]) is RequestHead and events[1] is END_OF_MESSAGE:
             head: RequestHead = events.popleft()  # type: ignore[assignment]
             events.popleft()
@@ -232,7 +235,7 @@ class HttpConnection:
 
     def next_head(self) -> RequestHead | None:
         """The next parsed RequestHead, taken, if that is the next event (else None)."""
-        events = self._events
+        events = self.events
         if events:
             head = events[0]
             if isinstance(head, RequestHead):
@@ -243,7 +246,7 @@ class HttpConnection:
     @property
     def waiting_for_request(self) -> bool:
         """Nothing parsed and unserved, no request begun, the peer still there."""
-        return not self._events and not self.message_started and not self._peer_closed \
+        return not self.events and not self.message_started and not self._peer_closed \
             and not self._failed
 
     # httptools callbacks: state goes into per-request slots, never into per-call objects.
@@ -317,18 +320,18 @@ class HttpConnection:
                            expect_continue and version == HTTP_11)
         self._parser_open = keep_alive
         self._last_head = head
-        self._events.append(head)
+        self.events.append(head)
 
     def on_body(self, body: bytes) -> None:
         self._body_received += len(body)
         if self._body_received > self._limits.max_body_bytes:
             raise ProtocolError(PAYLOAD_TOO_LARGE, f"request body exceeds the limit of "
                                 f"{self._limits.max_body_bytes} bytes")
-        self._events.append(body)
+        self.events.append(body)
 
     def on_message_complete(self) -> None:
         self.message_started = False
-        self._events.append(END_OF_MESSAGE)
+        self.events.append(END_OF_MESSAGE)
 
     # ---- output side ------------------------------------------------------------------
 

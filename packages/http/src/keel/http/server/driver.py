@@ -30,7 +30,7 @@ from keel.http.response import (
     OK,
     TEXT_HEADERS,
     Responder,
-    encode_json,
+    encode_json_unchecked,
     error_response,
 )
 from keel.http.server.backend import ReceiveTimeout, Stream
@@ -47,6 +47,9 @@ ConnectionApp = Callable[[Request, Responder], Awaitable[None]]
 # sent by the driver itself.
 PlainCall = Callable[[str, bytes], Awaitable[Any] | None]
 PlainRespond = Callable[[Awaitable[Any], str, str, Responder], Awaitable[None]]
+# Stream.park (optional): (continuation, idle timeout, serve on arrival) -> taken over?
+Park = Callable[[Callable[[], Coroutine[Any, Any, None]], float | None, Callable[[bytes], bool]],
+                bool]
 # The heads of the whole responses the driver builds itself (200, one content-type header).
 TEXT_PREFIX = head_prefix(OK, *TEXT_HEADERS[0])
 JSON_PREFIX = head_prefix(OK, *JSON_HEADERS[0])
@@ -123,6 +126,7 @@ class ConnectionDriver:
         "_body_done",
         "_declared_length",
         "_leftover",
+        "_park",
         "_pending_head",
         "_plain_call",
         "_plain_respond",
@@ -158,6 +162,8 @@ class ConnectionDriver:
         # Streams that can write without awaiting (`send_now(data) -> bytes taken`: asyncio,
         # keel.runtime) save a coroutine per response.
         self._send_now: Callable[[bytes], int] | None = getattr(stream, "send_now", None)
+        # Streams that can run code when bytes arrive (asyncio) take idle connections over.
+        self._park: Park | None = getattr(stream, "park", None)
         self._plain_call: PlainCall | None = getattr(app, "plain_call", None)
         self._plain_respond: PlainRespond | None = getattr(app, "respond", None)
         if self._plain_respond is None or config.access_log:
@@ -228,7 +234,7 @@ class ConnectionDriver:
                     self.idle = idle = True
                     if self._registry is not None and self._registry.draining:
                         return None
-                    park = getattr(self.stream, "park", None)
+                    park = self._park
                     if park is not None and park(self._continue, timeout, self._serve_parked):
                         return PARKED
                 try:
@@ -266,9 +272,12 @@ class ConnectionDriver:
         core.receive_data(data)
         registry = self._registry
         call = self._plain_call
+        events = core.events
         while True:
             if registry is not None and registry.draining:
                 return False
+            if not events:
+                return core.waiting_for_request
             head = core.take_bodiless_request() if call is not None else None
             if head is not None and call is not None:
                 self.idle = False
@@ -313,7 +322,7 @@ class ConnectionDriver:
                 prefix, body = TEXT_PREFIX, result.encode()
             elif kind is dict or kind is list:
                 try:
-                    prefix, body = JSON_PREFIX, encode_json(result)
+                    prefix, body = JSON_PREFIX, encode_json_unchecked(result)
                 except Exception:  # the generic path meets it again, logs it, answers 500
                     return self._serve(head, _returned(result), begun=True)
             else:
