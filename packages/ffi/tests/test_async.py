@@ -24,6 +24,29 @@ def pending_calls(library: Any) -> int:
     return sum(len(completer.pending) for completer in library._completers.values())
 
 
+BURST_ROUNDS = 150
+BURST_SIZE = 64
+BURST_TIMEOUT_SECONDS = 30.0
+
+
+def test_bursts_of_instant_completions_are_never_lost(library: Any) -> None:
+    """Go writes the eventfd only when its queue was empty: calls finishing while an earlier
+    wake-up is unread, or while Python drains, must still be taken (a lost one would hang
+    its await, so every round is bounded in time)."""
+    data = b"burst"
+
+    async def main() -> None:
+        for round_index in range(BURST_ROUNDS):
+            calls = [library.hash_async(data) if index % 2 else library.empty_async()
+                     for index in range(BURST_SIZE)]
+            results = await asyncio.wait_for(asyncio.gather(*calls), BURST_TIMEOUT_SECONDS)
+            assert results[1::2] == [library.hash(data)] * (BURST_SIZE // 2), round_index
+            assert results[0::2] == [None] * (BURST_SIZE // 2)
+
+    asyncio.run(main())
+    assert pending_calls(library) == 0
+
+
 def test_asyncio_calls(library: Any) -> None:
     async def main() -> None:
         assert await library.slow_square(12, SHORT_MS) == 144
