@@ -35,10 +35,35 @@
 static PyObject *busy_error_class;  /* BusyResourceError */
 static PyObject *read_error_factory; /* callable(count, fd, closed) -> exception */
 
+/* The scheduler's Task class and the offsets of its `coro`, `_trap` and `_scope` slots:
+   read and written directly (no attribute lookup) for tasks of exactly that class. */
+static PyTypeObject *task_type;
+static Py_ssize_t task_coro_offset = -1, task_trap_offset = -1, task_scope_offset = -1;
+
 static PyObject *name_task, *name_trap, *name_scope, *name_effective, *name_coro,
     *name_current_task, *name_finish, *name_step, *name_park, *name_deliver_cancel,
     *name_complete, *name_ready_now, *name_read_slow, *name_write_rest, *name_cancelling,
     *name_popleft, *name_arm;
+
+static PyObject *task_get(PyObject *task, Py_ssize_t offset, PyObject *name)
+{
+    if (offset >= 0 && Py_TYPE(task) == task_type) {
+        PyObject *value = *(PyObject **)((char *)task + offset);
+        if (value != NULL)
+            return Py_NewRef(value);
+    }
+    return PyObject_GetAttr(task, name);
+}
+
+static int task_set(PyObject *task, Py_ssize_t offset, PyObject *name, PyObject *value)
+{
+    if (offset >= 0 && Py_TYPE(task) == task_type) {
+        PyObject **slot = (PyObject **)((char *)task + offset);
+        Py_XSETREF(*slot, Py_NewRef(value));
+        return 0;
+    }
+    return PyObject_SetAttr(task, name, value);
+}
 
 /* ---------------------------------------------------------------------------------------
    Done: an awaitable whose result is known now (a read from pending bytes, a whole write). */
@@ -434,7 +459,7 @@ static int receiver_complete_fast(ReceiverObject *self, int result, unsigned fla
         self->armed = 0;
     PyObject *task = self->task;
     self->task = NULL;
-    if (PyObject_SetAttr(task, name_trap, Py_None) < 0) {
+    if (task_set(task, task_trap_offset, name_trap, Py_None) < 0) {
         Py_DECREF(task);
         return -1;
     }
@@ -687,9 +712,9 @@ static int park_on_receiver(PyObject *task, ReceiverObject *receiver)
 {
     Py_INCREF(task);
     Py_XSETREF(receiver->task, task);
-    if (PyObject_SetAttr(task, name_trap, (PyObject *)receiver) < 0)
+    if (task_set(task, task_trap_offset, name_trap, (PyObject *)receiver) < 0)
         return -1;
-    PyObject *scope = PyObject_GetAttr(task, name_scope);
+    PyObject *scope = task_get(task, task_scope_offset, name_scope);
     if (scope == NULL)
         return -1;
     PyObject *effective = PyObject_GetAttr(scope, name_effective);
@@ -712,7 +737,7 @@ static int park_on_receiver(PyObject *task, ReceiverObject *receiver)
 /* One step of `task` with `value` (no error to throw). */
 static int step(PyObject *runtime, PyObject *task, PyObject *value)
 {
-    PyObject *coro = PyObject_GetAttr(task, name_coro);
+    PyObject *coro = task_get(task, task_coro_offset, name_coro);
     if (coro == NULL)
         return -1;
     if (PyObject_SetAttr(runtime, name_current_task, task) < 0) {
@@ -927,7 +952,8 @@ static int dispatch_one(CompletionQueueObject *self, unsigned long long user_dat
                 handled = 1; /* nobody parked on it: nothing to resume */
             } else {
                 PyObject *value = PyLong_FromLong(result);
-                handled = (value == NULL || PyObject_SetAttr(task, name_trap, Py_None) < 0 ||
+                handled = (value == NULL ||
+                           task_set(task, task_trap_offset, name_trap, Py_None) < 0 ||
                            append_ready(self->ready_append, task, value) < 0) ? -1 : 1;
                 Py_XDECREF(value);
             }
@@ -1013,7 +1039,41 @@ static PyObject *configure(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
+static Py_ssize_t slot_offset(PyObject *kind, PyObject *name)
+{
+    PyObject *descriptor = PyObject_GetAttr(kind, name);
+    if (descriptor == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_ssize_t offset = -1;
+    if (Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+        if (member->type == T_OBJECT_EX && !(member->flags & READONLY))
+            offset = member->offset;
+    }
+    Py_DECREF(descriptor);
+    return offset;
+}
+
+static PyObject *register_task_class(PyObject *module, PyObject *kind)
+{
+    (void)module;
+    if (!PyType_Check(kind)) {
+        PyErr_SetString(PyExc_TypeError, "register_task_class needs a class");
+        return NULL;
+    }
+    Py_INCREF(kind);
+    Py_XSETREF(task_type, (PyTypeObject *)kind);
+    task_coro_offset = slot_offset(kind, name_coro);
+    task_trap_offset = slot_offset(kind, name_trap);
+    task_scope_offset = slot_offset(kind, name_scope);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"register_task_class", register_task_class, METH_O,
+     "register_task_class(Task): the class whose coro/_trap/_scope slots are used directly."},
     {"run_ready", (PyCFunction)(void (*)(void))run_ready, METH_FASTCALL,
      "run_ready(ready, runtime): step each task queued in `ready` once."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from keel.runtime._hotpath import run_ready
+from keel.runtime._hotpath import register_task_class, run_ready
 from keel.runtime.cancel import (
     CancelScope,
     FailAfter,
@@ -225,6 +225,7 @@ class Task(Generic[T]):
 
 
 JoinHandle = Task
+register_task_class(Task)  # the C ready loop reads its slots directly
 
 
 class Runtime:
