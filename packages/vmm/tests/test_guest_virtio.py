@@ -231,23 +231,76 @@ def test_a_read_only_disk_refuses_writes(virtio_guest: bytes, tmp_path: Path) ->
     assert disk.read_bytes() == before
 
 
-@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
-                    reason="needs qemu-system-x86_64 (Debian qemu-system-x86)")
+def qemu_command(command_line: str, *devices: str) -> list[str]:
+    """microvm without ACPI appends `virtio_mmio.device=` words itself; force-legacy=false
+    makes its transports virtio-mmio version 2."""
+    return ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-global",
+            "virtio-mmio.force-legacy=false", "-enable-kvm", "-cpu", "host", "-m", "64M",
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-display", "none",
+            "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+            "-kernel", str(guest_path("virtio-test")), "-append", command_line, *devices]
+
+
+requires_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                                   reason="needs qemu-system-x86_64 (Debian qemu-system-x86)")
+
+
+@requires_qemu
 def test_qemu_microvm_runs_the_same_guest(tmp_path: Path) -> None:
     """QEMU places the device and writes the `virtio_mmio.device=` word itself."""
     disk = tmp_path / "disk.img"
     make_disk(disk)
     completed = subprocess.run(
-        ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-global",
-         "virtio-mmio.force-legacy=false", "-enable-kvm", "-cpu", "host", "-m", "64M",
-         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-display", "none",
-         "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
-         "-kernel", str(guest_path("virtio-test")), "-append", "mode=blk sector=3 count=2",
-         "-drive", f"id=disk0,file={disk},format=raw,if=none",
-         "-device", "virtio-blk-device,drive=disk0"],
+        qemu_command("mode=blk sector=3 count=2",
+                     "-drive", f"id=disk0,file={disk},format=raw,if=none",
+                     "-device", "virtio-blk-device,drive=disk0"),
         capture_output=True, text=True, timeout=DEADLINE_SECONDS, check=False)
     assert completed.returncode == QEMU_EXIT_OK, completed.stdout + completed.stderr
     assert "virtio_mmio.device=512@0x" in completed.stdout
     assert "blk: wrote and verified 2 sectors from 3" in completed.stdout
     assert disk.read_bytes()[3 * SECTOR_SIZE : 5 * SECTOR_SIZE] == expected_sectors(3, 2)
 
+
+
+@requires_qemu
+@requires_tap
+@pytest.mark.tap
+def test_qemu_microvm_streams_frames_from_the_same_guest(virtio_guest: bytes) -> None:
+    """The guest's net driver against QEMU's virtio-net, on a TAP in a namespace made here."""
+    frames, size = 300, 100
+    with NetworkNamespace() as namespace:
+        namespace.ip("tuntap", "add", "dev", TAP_NAME, "mode", "tap", "vnet_hdr")
+        subprocess.run(["ip", "netns", "exec", namespace.name, "sysctl", "-qw",
+                        f"net.ipv6.conf.{TAP_NAME}.disable_ipv6=1"], check=True,
+                       timeout=DEADLINE_SECONDS)
+        namespace.ip("link", "set", TAP_NAME, "up")
+
+        def bound_socket() -> socket.socket:
+            host = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            host.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES)
+            host.bind((TAP_NAME, 0))
+            return host
+
+        with namespace.run(bound_socket) as host:
+            qemu = subprocess.Popen(
+                ["ip", "netns", "exec", namespace.name,
+                 *qemu_command(f"mode=bench-tx frames={frames} size={size} batch=7",
+                               "-netdev", f"tap,id=net0,ifname={TAP_NAME},script=no,"
+                               "downscript=no,vhost=off",
+                               "-device", f"virtio-net-device,netdev=net0,"
+                               f"mac={GUEST_MAC.hex(':')}")],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                deadline = time.monotonic() + DEADLINE_SECONDS
+                tail = bytes(offset & 0xFF for offset in range(ETHERNET_HEADER_SIZE + 8, size))
+                for sequence in range(frames):
+                    assert receive_frame(host, BROADCAST, deadline) == (
+                        BROADCAST + GUEST_MAC + struct.pack("!H", TEST_ETHERTYPE)
+                        + struct.pack("<Q", sequence) + tail), f"frame {sequence}"
+                output, _ = qemu.communicate(timeout=DEADLINE_SECONDS)
+            finally:
+                if qemu.poll() is None:
+                    qemu.kill()
+                    qemu.communicate()
+    assert qemu.returncode == QEMU_EXIT_OK, output
+    assert f"bench: end {frames}" in output
