@@ -12,7 +12,6 @@ from __future__ import annotations
 import select
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from keel.native.netns import NetworkNamespace
 from keel.native.testing.skips import requires_kvm, requires_tap
 from keel.vmm.boot.modes import CpuMode, EntryPoint
 from keel.vmm.machine import Vm
+from keel.vmm.testing.tap_link import open_test_link
 from keel.vmm.virtio.block import (
     HEADER,
     SECTOR_SIZE,
@@ -50,7 +50,6 @@ TX_BUFFERS = 0x600000
 BUFFER_AREA = 0x100000
 QUEUE_SIZE = 16
 FRAMES = 8
-ETH_P_ALL = 0x0003
 TEST_ETHERTYPE = 0x88B5  # IEEE 802 local experimental
 GUEST_MAC = bytes.fromhex("024b45454c01")
 BROADCAST = b"\xff" * 6
@@ -84,17 +83,7 @@ def runtime_driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
 @pytest.fixture
 def tap_link() -> Iterator[tuple[TapBackend, socket.socket]]:
     with NetworkNamespace() as namespace:
-        def setup() -> tuple[TapBackend, socket.socket]:
-            backend = TapBackend.open("keelloop0")
-            subprocess.run(["ip", "netns", "exec", namespace.name, "sysctl", "-qw",
-                            f"net.ipv6.conf.{backend.name}.disable_ipv6=1"], check=True,
-                           timeout=DEADLINE_SECONDS)
-            namespace.ip("link", "set", backend.name, "up")
-            host = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            host.bind((backend.name, 0))
-            return backend, host
-
-        backend, host = namespace.run(setup)
+        backend, host = open_test_link(namespace, "keelloop0")
         with backend, host:
             yield backend, host
 

@@ -6,7 +6,6 @@ import logging
 import select
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import pytest
 from keel.native.netns import NetworkNamespace
 from keel.native.testing.skips import requires_tap
 from keel.vmm.memory import GuestMemory
+from keel.vmm.testing.tap_link import open_test_link
 from keel.vmm.virtio.constants import STATUS_NEEDS_RESET
 from keel.vmm.virtio.driver import MmioDriver, SplitQueueDriver, UsedBuffer
 from keel.vmm.virtio.errors import VirtioConfigError
@@ -42,7 +42,6 @@ RX_BUFFERS = 0x100000
 TX_BUFFERS = 0x200000
 BUFFER_AREA = 0x100000
 QUEUE_SIZE = 16
-ETH_P_ALL = 0x0003
 TEST_ETHERTYPE = 0x88B5  # IEEE 802 local experimental: nothing else in the namespace sends it
 GUEST_MAC = "02:00:00:00:00:01"
 HOST_MAC = bytes.fromhex("02000000aa02")
@@ -95,18 +94,7 @@ class Link:
 def link() -> Iterator[Link]:
     with NetworkNamespace() as namespace:
 
-        def setup() -> tuple[TapBackend, socket.socket]:
-            backend = TapBackend.open("keelvnet0")
-            # No IPv6 on the test link: the host's own router solicitations would be noise.
-            subprocess.run(["ip", "netns", "exec", namespace.name, "sysctl", "-qw",
-                            f"net.ipv6.conf.{backend.name}.disable_ipv6=1"], check=True,
-                           timeout=DEADLINE_SECONDS)
-            namespace.ip("link", "set", backend.name, "up")
-            host = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            host.bind((backend.name, 0))
-            return backend, host
-
-        backend, host = namespace.run(setup)
+        backend, host = open_test_link(namespace, "keelvnet0")
         with backend, host, GuestMemory(MEMORY_SIZE) as memory:
             interrupts: list[int] = []
             device = NetDevice(backend, GUEST_MAC)
