@@ -147,8 +147,10 @@ def guest() -> None:
 def build_test_guests(rebuild: bool) -> None:
     """Build keel's test guests into ~/.cache/keel/guests (cached by source hash)."""
     from keel.vmm.guests.build import GUESTS, build_all
+    from keel.vmm.guests.lwip import lwip_source
 
     try:
+        lwip_source(progress=click.echo)  # fetched once (minutes on a slow mirror): say so
         built = build_all(rebuild=rebuild)
     except VmmError as error:
         raise click.ClickException(str(error)) from None
