@@ -108,6 +108,14 @@ class DeviceEventLoop:
             attached.kicks.append(kick)
             self._vm.ioeventfd(kick, notify_address(slot.base), REGISTER_SIZE, datamatch=index)
 
+    def queue_eventfd(self, slot: MmioSlot, index: int) -> EventFd:
+        """The eventfd KVM signals when the guest notifies queue `index` of `slot`'s device
+        (writing it does what the guest's QueueNotify write does)."""
+        for attached in self._devices:
+            if attached.slot is slot and 0 <= index < len(attached.kicks):
+                return attached.kicks[index]
+        raise VmStateError(f"no queue {index} of a device at {slot.base:#x} on this loop")
+
     # -- running -----------------------------------------------------------------------------
 
     def start(self) -> None:
