@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from keel.http import Body, HTTPException, Path, Router
+from keel.http import Body, HTTPException, Path, Query, Router
 from keel.http.concurrency import sleep
 from keel.http.handler import Service
 from tests.conftest import ResponseReader, connect, read_until_closed, running_server
@@ -289,3 +289,30 @@ def test_direct_and_general_paths_answer_alike(backend: str, piece: int) -> None
         general = _exchange(make_general_app(), backend, batch, piece)
         assert direct == general, batch
         assert direct.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_which_handlers_the_driver_calls_directly() -> None:
+    """Static and Path-only handlers without layers; everything else is the general path."""
+    app = Router()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: Path[int]) -> dict[str, int]:
+        return {"id": item_id}
+
+    @app.get("/search/{term}")
+    async def search(term: Path[str], page: Query[int] = 1) -> str:
+        return term
+
+    built = app.build()
+    for method, target in [("GET", b"/items/7"), ("HEAD", b"/items/7"),
+                           ("GET", b"/items/7?x=1"), ("GET", b"/items/x")]:
+        started = built.plain_call(method, target)
+        assert started is not None, target
+        started.close()  # type: ignore[attr-defined]  # a coroutine, never started
+    for method, target in [("POST", b"/items/7"), ("GET", b"/items/%37"),
+                           ("GET", b"/search/a"), ("GET", b"/nowhere"), ("GET", b"*"),
+                           ("GET", b"http://t/items/7")]:
+        assert built.plain_call(method, target) is None, target
+    layered = make_app().layer(passthrough).build()
+    assert layered.plain_call("GET", b"/items/7") is None
+    assert layered.plain_call("GET", b"/") is None
