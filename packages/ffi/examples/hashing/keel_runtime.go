@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -182,30 +183,37 @@ type keelCompleter struct {
 	done   []keelCompletion
 }
 
-var keelCompleters = struct {
-	sync.Mutex
-	next  int64
-	byID  map[int64]*keelCompleter
-	calls map[uint64]context.CancelFunc
+// Why sync.Map and an atomic counter rather than one mutex: every async call touches these
+// twice (start, finish) from different threads at once; a contended sync.Mutex can park the
+// Python thread that is starting a call, while sync.Map's reads take no lock and its writes
+// lock only a small part of the map.
+var keelCompleters struct {
+	next  atomic.Int64
+	byID  sync.Map // int64 -> *keelCompleter
+	calls sync.Map // uint64 call id -> context.CancelFunc, while the call runs
 	// inFlight counts goroutines started for async calls and not yet delivered.
-	inFlight int64
-}{byID: map[int64]*keelCompleter{}, calls: map[uint64]context.CancelFunc{}}
+	inFlight atomic.Int64
+}
+
+func keelCompleterByID(id C.int64_t) *keelCompleter {
+	completer, ok := keelCompleters.byID.Load(int64(id))
+	if !ok {
+		return nil
+	}
+	return completer.(*keelCompleter)
+}
 
 //export keel_completer_open
 func keel_completer_open(fd C.int32_t) C.int64_t {
-	keelCompleters.Lock()
-	defer keelCompleters.Unlock()
-	keelCompleters.next++
-	keelCompleters.byID[keelCompleters.next] = &keelCompleter{fd: int(fd)}
-	return C.int64_t(keelCompleters.next)
+	id := keelCompleters.next.Add(1)
+	keelCompleters.byID.Store(id, &keelCompleter{fd: int(fd)})
+	return C.int64_t(id)
 }
 
 //export keel_completer_close
 func keel_completer_close(id C.int64_t) {
-	keelCompleters.Lock()
-	completer := keelCompleters.byID[int64(id)]
-	delete(keelCompleters.byID, int64(id))
-	keelCompleters.Unlock()
+	completer := keelCompleterByID(id)
+	keelCompleters.byID.Delete(int64(id))
 	if completer != nil {
 		completer.mutex.Lock()
 		completer.closed = true
@@ -215,9 +223,7 @@ func keel_completer_close(id C.int64_t) {
 
 //export keel_completer_drain
 func keel_completer_drain(id C.int64_t, out *C.keel_completion, capacity C.int64_t) C.int64_t {
-	keelCompleters.Lock()
-	completer := keelCompleters.byID[int64(id)]
-	keelCompleters.Unlock()
+	completer := keelCompleterByID(id)
 	if completer == nil || capacity <= 0 {
 		return 0
 	}
@@ -238,19 +244,14 @@ func keel_completer_drain(id C.int64_t, out *C.keel_completion, capacity C.int64
 
 //export keel_cancel
 func keel_cancel(call C.uint64_t) {
-	keelCompleters.Lock()
-	cancel := keelCompleters.calls[uint64(call)]
-	keelCompleters.Unlock()
-	if cancel != nil {
-		cancel()
+	if cancel, ok := keelCompleters.calls.Load(uint64(call)); ok {
+		cancel.(context.CancelFunc)()
 	}
 }
 
 //export keel_in_flight
 func keel_in_flight() C.int64_t {
-	keelCompleters.Lock()
-	defer keelCompleters.Unlock()
-	return C.int64_t(keelCompleters.inFlight)
+	return C.int64_t(keelCompleters.inFlight.Load())
 }
 
 func (completer *keelCompleter) deliver(call uint64, status int64) {
@@ -280,26 +281,21 @@ func (completer *keelCompleter) deliver(call uint64, status int64) {
 
 // keelStartAsync runs work on a new goroutine and completes call through the completer.
 func keelStartAsync(completerID C.int64_t, call C.uint64_t, work func(context.Context) error) C.int64_t {
-	keelCompleters.Lock()
-	completer := keelCompleters.byID[int64(completerID)]
+	completer := keelCompleterByID(completerID)
 	if completer == nil {
-		keelCompleters.Unlock()
 		return keelStoreError(keelErrorKind, fmt.Sprintf("unknown completer %d", int64(completerID)))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	keelCompleters.calls[uint64(call)] = cancel
-	keelCompleters.inFlight++
-	keelCompleters.Unlock()
+	keelCompleters.calls.Store(uint64(call), cancel)
+	keelCompleters.inFlight.Add(1)
 	go func() {
 		status := keelRunAsync(ctx, work)
 		cancel()
 		completer.deliver(uint64(call), int64(status))
-		// One lock for both: a keel_cancel of a call that has just finished only calls
-		// its (idempotent) cancel func again.
-		keelCompleters.Lock()
-		delete(keelCompleters.calls, uint64(call))
-		keelCompleters.inFlight--
-		keelCompleters.Unlock()
+		// After delivering: a keel_cancel of a call that has just finished only calls its
+		// (idempotent) cancel func again; close waits for inFlight to reach zero.
+		keelCompleters.calls.Delete(uint64(call))
+		keelCompleters.inFlight.Add(-1)
 	}()
 	return 0
 }
