@@ -151,6 +151,35 @@ def test_a_cancelled_read_leaves_later_bytes_for_the_next_read(run) -> None:
     assert run(main) == b"after"
 
 
+def test_a_read_whose_buffer_was_released_fails_and_keeps_the_bytes() -> None:
+    """The waiting read's target is released before data comes (only possible through the
+    receiver itself: stream.read pins its own view): that read fails with the buffer's
+    error, not the loop, and the bytes are there for the next read."""
+
+    async def main() -> bytes:
+        left, right = kr.UnixStream.pair()
+        view = memoryview(bytearray(8))
+        with left, right:
+            await right.write(b"arm")
+            await left.read(bytearray(8))  # arms the multishot recv
+            receiver = left._receiver
+            assert receiver is not None
+
+            async def reader() -> None:
+                with pytest.raises(ValueError):
+                    await receiver.start(view, len(view), view)
+
+            async with kr.TaskGroup() as group:
+                group.spawn(reader)
+                await kr.sleep(0.01)  # the reader is parked on the receiver
+                view.release()
+                await right.write(b"kept")
+            count, buffer = await left.read(bytearray(8))
+            return bytes(buffer[:count])
+
+    assert kr.run(main, driver="io_uring", strict=True) == b"kept"
+
+
 def test_reads_and_writes_work_under_a_tracer(run) -> None:
     """With a trace function set, CPython resumes awaitables through their `send` method
     instead of the C slot: the C awaitables answer that protocol too."""

@@ -424,6 +424,43 @@ static PyObject *receiver_abort(ReceiverObject *self, PyObject *unused)
     Py_RETURN_TRUE;
 }
 
+/* The waiting read's buffer cannot be written any more (a memoryview released meanwhile):
+   the bytes stay pending, and the read fails with that error instead of the loop. */
+static int receiver_fail_read(ReceiverObject *self, const char *source, int result,
+                              unsigned bid, PyObject *ready_append)
+{
+    PyObject *error_type, *error, *traceback;
+    PyErr_Fetch(&error_type, &error, &traceback);
+    PyErr_NormalizeException(&error_type, &error, &traceback);
+    Py_XDECREF(error_type);
+    Py_XDECREF(traceback);
+    if (error == NULL)
+        return -1;
+    if (PyByteArray_Resize(self->pending, result) < 0) {
+        Py_DECREF(error);
+        return -1;
+    }
+    memcpy(PyByteArray_AS_STRING(self->pending), source, (size_t)result);
+    receiver_recycle(self, bid);
+    PyObject *task = self->task;
+    self->task = NULL;
+    receiver_forget_read(self);
+    PyObject *entry = PyTuple_Pack(3, task, Py_None, error);
+    Py_DECREF(error);
+    int failed = entry == NULL || task_set(task, task_trap_offset, name_trap, Py_None) < 0;
+    Py_DECREF(task);
+    if (failed) {
+        Py_XDECREF(entry);
+        return -1;
+    }
+    PyObject *appended = PyObject_CallOneArg(ready_append, entry);
+    Py_DECREF(entry);
+    if (appended == NULL)
+        return -1;
+    Py_DECREF(appended);
+    return 1;
+}
+
 /* A completion that carries data for a waiting read with nothing pending before it: copy,
    recycle the provided buffer, resume the task. Returns 1 if handled, 0 if Python should
    handle it (`complete`), -1 on error. */
@@ -437,10 +474,10 @@ static int receiver_complete_fast(ReceiverObject *self, int result, unsigned fla
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
     if (bid >= self->entries)
         return 0;
+    const char *source = self->pool + (size_t)bid * self->buffer_size;
     Py_buffer view;
     if (PyObject_GetBuffer(self->target, &view, PyBUF_WRITABLE) < 0)
-        return -1;
-    const char *source = self->pool + (size_t)bid * self->buffer_size;
+        return receiver_fail_read(self, source, result, bid, ready_append);
     Py_ssize_t room = view.len < self->limit ? view.len : self->limit;
     Py_ssize_t count = result;
     if (count > room) {
