@@ -113,7 +113,7 @@ def test_wheel_installs_into_a_fresh_venv_and_calls_go(example_wheel: Path,
     assert installed.returncode == 0, installed.stdout + installed.stderr
     data = b"a wheel built by keel ffi build-wheel"
     script = (
-        "import json, sys, keel.ffi, keel_example_hashing as package\n"
+        "import json, sys, keel.ffi, keel.native, keel_example_hashing as package\n"
         "with package.open_library() as library:\n"
         "    library.empty()\n"
         f"    digest = library.hash({data!r})\n"
@@ -121,6 +121,7 @@ def test_wheel_installs_into_a_fresh_venv_and_calls_go(example_wheel: Path,
         "print(json.dumps({'digest': digest, 'name': record.name, 'tags': record.tags,\n"
         "                  'record_type': type(record).__module__,\n"
         "                  'package': package.__file__, 'ffi': keel.ffi.__file__,\n"
+        "                  'native': keel.native.__file__,\n"
         "                  'prefix': sys.prefix}))\n")
     ran = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
                          timeout=RUN_TIMEOUT_SECONDS, env=environment, cwd=tmp_path,
@@ -132,8 +133,10 @@ def test_wheel_installs_into_a_fresh_venv_and_calls_go(example_wheel: Path,
     assert seen["record_type"] == "keel_example_hashing.hashing_iface"
     venv = str(tmp_path / "venv")
     assert seen["prefix"] == venv
-    # Both the wheel's package and keel.ffi come from the venv, not from this checkout.
-    assert seen["package"].startswith(venv) and seen["ffi"].startswith(venv)
+    # The wheel's package, keel.ffi and keel.native come from the venv, not from this
+    # checkout or the environment running the test.
+    for module in ("package", "ffi", "native"):
+        assert seen[module].startswith(venv), (module, seen[module])
 
 
 def test_stale_glue_is_refused(tmp_path: Path) -> None:
