@@ -23,7 +23,6 @@ def keel_server(driver: str) -> None:
 
     async def echo(stream: kr.TcpStream) -> None:
         buffer = bytearray(BUFFER_BYTES)
-        view = memoryview(buffer)
         with stream:
             while True:
                 try:
@@ -32,7 +31,7 @@ def keel_server(driver: str) -> None:
                     return
                 if count == 0:
                     return
-                await stream.write(view[:count])
+                await stream.write(buffer, count)
 
     async def main() -> None:
         async with kr.TaskGroup() as group:

@@ -99,6 +99,30 @@ def test_write_of_an_unusual_buffer_counts_bytes(run) -> None:
     assert run(main) == b"abcdefgh"
 
 
+def test_write_with_a_size_sends_only_that_prefix(run) -> None:
+    async def main() -> bytes:
+        left, right = kr.UnixStream.pair()
+        with left, right:
+            buffer = bytearray(b"0123456789")
+            count, returned = await right.write(buffer, 4)
+            assert (count, returned) == (4, buffer)
+            count, _ = await right.write(buffer, 100)  # larger than the buffer: all of it
+            assert count == 10
+            count, _ = await right.write(b"", 0)
+            assert count == 0
+            with pytest.raises(ValueError):
+                await right.write(buffer, -1)
+            with pytest.raises(ValueError):
+                await right.write(buffer, True)  # type: ignore[arg-type]
+            received = bytearray()
+            while len(received) < 14:
+                count, chunk = await left.read(bytearray(16))
+                received.extend(chunk[:count])
+            return bytes(received)
+
+    assert run(main) == b"0123" + b"0123456789"
+
+
 def test_write_and_read_on_a_closed_stream_raise(run) -> None:
     async def main() -> None:
         left, right = kr.UnixStream.pair()

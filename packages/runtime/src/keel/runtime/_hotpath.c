@@ -165,6 +165,22 @@ typedef struct {
 
 static PyTypeObject ReceiverType;
 
+/* The Receiver subclass last seen (RecvStream): an exact type compare instead of a walk up
+   its MRO for every yielded trap and every completion. */
+static PyTypeObject *known_receiver_type;
+
+static int is_receiver(PyObject *candidate)
+{
+    PyTypeObject *kind = Py_TYPE(candidate);
+    if (kind == known_receiver_type || kind == &ReceiverType)
+        return 1;
+    if (!PyType_IsSubtype(kind, &ReceiverType))
+        return 0;
+    Py_INCREF(kind);
+    Py_XSETREF(known_receiver_type, kind);
+    return 1;
+}
+
 static int has_task(PyObject *task)
 {
     return task != NULL && task != Py_None;
@@ -654,13 +670,34 @@ static PyObject *stream_read(StreamCoreObject *self, PyObject *const *args, Py_s
     return result;
 }
 
-static PyObject *stream_write(StreamCoreObject *self, PyObject *buffer)
+static PyObject *stream_write(StreamCoreObject *self, PyObject *const *args, Py_ssize_t count,
+                              PyObject *keywords)
 {
+    if (keywords != NULL || count < 1 || count > 2) {
+        /* Keywords or a wrong count: the Python method raises the right error. */
+        PyObject *method = PyObject_GetAttr((PyObject *)self, name_write_rest);
+        if (method == NULL)
+            return NULL;
+        PyObject *result = PyObject_Vectorcall(method, args, (size_t)count, keywords);
+        Py_DECREF(method);
+        return result;
+    }
+    PyObject *buffer = args[0];
+    PyObject *size = count == 2 ? args[1] : Py_None;
+    Py_ssize_t limit = -1; /* no size: the whole buffer */
+    int usable = !self->closed && !self->writing;
+    if (usable && size != Py_None) {
+        limit = PyLong_CheckExact(size) ? PyLong_AsSsize_t(size) : -1;
+        if (limit < 0) {
+            PyErr_Clear();
+            usable = 0; /* the slow path names the bad size */
+        }
+    }
     Py_ssize_t sent = 0;
-    if (!self->closed && !self->writing) {
+    if (usable) {
         Py_buffer view;
         if (PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE) == 0) {
-            Py_ssize_t total = view.len;
+            Py_ssize_t total = limit >= 0 && limit < view.len ? limit : view.len;
             ssize_t result = send(self->fd, view.buf, (size_t)total, SEND_NOW_FLAGS);
             int error = errno;
             PyBuffer_Release(&view);
@@ -685,7 +722,13 @@ static PyObject *stream_write(StreamCoreObject *self, PyObject *buffer)
         }
     }
     /* The rest (or all of it) through the Python coroutine, which waits for room. */
-    return PyObject_CallMethod((PyObject *)self, "_write_rest", "On", buffer, sent);
+    PyObject *sent_object = PyLong_FromSsize_t(sent);
+    if (sent_object == NULL)
+        return NULL;
+    PyObject *result = PyObject_CallMethodObjArgs((PyObject *)self, name_write_rest, buffer,
+                                                  size, sent_object, NULL);
+    Py_DECREF(sent_object);
+    return result;
 }
 
 static PyObject *stream_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -699,8 +742,9 @@ static PyObject *stream_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
 static PyMethodDef stream_methods[] = {
     {"read", (PyCFunction)(void (*)(void))stream_read, METH_FASTCALL | METH_KEYWORDS,
      "read(buffer, size=None): an awaitable of (count, buffer); 0 means end of stream."},
-    {"write", (PyCFunction)stream_write, METH_O,
-     "write(buffer): an awaitable of (len(buffer), buffer) once every byte was sent."},
+    {"write", (PyCFunction)(void (*)(void))stream_write, METH_FASTCALL | METH_KEYWORDS,
+     "write(buffer, size=None): an awaitable of (count, buffer) once every byte (or the "
+     "first `size`) was sent."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -800,7 +844,7 @@ static int step(PyObject *runtime, PyObject *task, PyObject *value)
     }
     PyObject *outcome;
     if (status == PYGEN_NEXT) {
-        if (Py_IS_TYPE(yielded, &ReceiverType) || PyObject_TypeCheck(yielded, &ReceiverType)) {
+        if (is_receiver(yielded)) {
             int parked = park_on_receiver(task, (ReceiverObject *)yielded);
             Py_DECREF(yielded);
             return parked;
@@ -973,7 +1017,7 @@ static int dispatch_one(CompletionQueueObject *self, unsigned long long user_dat
     }
     Py_DECREF(key);
     int handled = 0;
-    if (PyObject_TypeCheck(operation, &ReceiverType)) {
+    if (is_receiver(operation)) {
         handled = receiver_complete_fast((ReceiverObject *)operation, result, flags,
                                          self->ready_append);
     } else if ((PyObject *)Py_TYPE(operation) == self->operation_class) {

@@ -52,7 +52,8 @@ class StreamCore:
     _writing: bool
     def read(self, buffer: _Writable,
              size: int | None = None) -> Awaitable[tuple[int, _Writable]]: ...
-    def write(self, buffer: _Readable) -> Awaitable[tuple[int, _Readable]]: ...
+    def write(self, buffer: _Readable,
+              size: int | None = None) -> Awaitable[tuple[int, _Readable]]: ...
 
 class CompletionQueue:
     """A mapped io_uring completion queue and the dispatch of its completions."""

@@ -137,15 +137,20 @@ class SocketStream(StreamCore, _Socket):
             raise self._closed_error(error) from error
         return count, buffer
 
-    async def _write_rest(self, buffer: ReadableBuffer, sent: int) -> tuple[int, ReadableBuffer]:
+    async def _write_rest(self, buffer: ReadableBuffer, size: int | None = None,
+                          sent: int = 0) -> tuple[int, ReadableBuffer]:
         """`write` once its C fast path sent `sent` bytes (the socket buffer filled up), or
-        for every case it leaves: a closed stream, a busy one, an unusual buffer."""
+        for every case it leaves: a closed stream, a busy one, an unusual buffer or size."""
         if self._closed:
             raise ClosedResourceError("write on a closed stream")
         if self._writing:
             raise BusyResourceError("another task is already writing this stream")
-        # A C-contiguous byte view: `sent` counts bytes.
+        # A C-contiguous byte view: `sent` and `size` count bytes.
         whole = memoryview(readable_view("buffer", buffer)).cast("B")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ValueError(f"write size must be an int >= 0, got {size!r}")
+            whole = whole[:size]
         total = len(whole)
         self._writing = True
         try:
