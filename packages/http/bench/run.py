@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -129,8 +130,20 @@ def run_wrk(url: str, seconds: int) -> tuple[float, float, int]:
     return float(rate.group(1)), parse_latency(p99.group(1)), int(count.group(1))
 
 
-def measure(contender: Contender, seconds: int) -> dict[str, tuple[float, float, float]]:
-    """Per cell: (requests/s, p99 ms, server CPU microseconds per request)."""
+def children_cpu_seconds() -> float:
+    """User + system CPU time of this process's finished children (wrk, once it exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+Sample = tuple[float, float, float, float, float]
+
+
+def measure(contender: Contender, seconds: int) -> dict[str, Sample]:
+    """Per cell: (requests/s, p99 ms, server CPU µs per request, server core share, wrk
+    core share). The shares (CPU seconds over wall seconds) show which side was the limit:
+    a server far below 100 % of its core was waiting for the client or for its turn on a
+    core other work shares."""
     port = int(contender.command[contender.command.index("--port") + 1])
     inherited = os.environ.get("PYTHONPATH")
     environment = dict(os.environ, PYTHONPATH=str(APPS) if not inherited
@@ -145,9 +158,14 @@ def measure(contender: Contender, seconds: int) -> dict[str, tuple[float, float,
             url = f"http://127.0.0.1:{port}{path}"
             run_wrk(url, WARMUP_SECONDS)
             cpu_before = cpu_seconds(process.pid)
+            client_before = children_cpu_seconds()
+            started = time.monotonic()
             rate, p99, count = run_wrk(url, seconds)
+            elapsed = time.monotonic() - started
             cpu_used = cpu_seconds(process.pid) - cpu_before
-            results[cell] = (rate, p99, cpu_used * 1e6 / max(count, 1))
+            client_used = children_cpu_seconds() - client_before
+            results[cell] = (rate, p99, cpu_used * 1e6 / max(count, 1), cpu_used / elapsed,
+                             client_used / elapsed)
         return results
     finally:
         process.send_signal(signal.SIGTERM)
@@ -177,7 +195,7 @@ def main() -> int:
     rounds = max(1, min(options.rounds, MAX_ROUNDS))
     duration = max(1, min(options.duration, MAX_DURATION))
     ensure_wrk()
-    samples: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+    samples: dict[str, dict[str, list[Sample]]] = {}
     for round_index in range(rounds):
         for contender in contenders(free_port()):
             if options.only and contender.name not in options.only:
@@ -188,14 +206,16 @@ def main() -> int:
     table = {name: {cell: {"requests_per_second": statistics.median(s[0] for s in runs),
                            "p99_ms": statistics.median(s[1] for s in runs),
                            "cpu_us_per_request": statistics.median(s[2] for s in runs),
+                           "server_core_share": statistics.median(s[3] for s in runs),
+                           "wrk_core_share": statistics.median(s[4] for s in runs),
                            "rounds": [list(s) for s in runs]}
                     for cell, runs in cells.items()}
              for name, cells in samples.items()}
     print(f"\nwrk -t1 -c{CONNECTIONS}, {duration} s per cell, {rounds} rounds (medians); "
           f"server on core {SERVER_CORE}, wrk on core {CLIENT_CORE}\n")
     print("| server | cell | req/s | p99 ms | keel/peer req/s | server CPU µs/req | "
-          "peer/keel CPU |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+          "peer/keel CPU | server core | wrk core |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     keel = table.get("keel")
     for cell in CELLS:
         for name, cells in table.items():
@@ -206,7 +226,14 @@ def main() -> int:
                          if keel else float("nan"))
             print(f"| {name} | {cell} | {result['requests_per_second']:.0f} | "
                   f"{result['p99_ms']:.2f} | {ratio:.2f}x | "
-                  f"{result['cpu_us_per_request']:.1f} | {cpu_ratio:.2f}x |")
+                  f"{result['cpu_us_per_request']:.1f} | {cpu_ratio:.2f}x | "
+                  f"{result['server_core_share']:.0%} | {result['wrk_core_share']:.0%} |")
+    print("\nPer round, in run order (req/s; server CPU µs/req):")
+    for cell in CELLS:
+        for name, cells in table.items():
+            runs = cells[cell]["rounds"]
+            print(f"- {cell}, {name}: " + ", ".join(f"{run[0]:.0f}" for run in runs) +
+                  " (" + ", ".join(f"{run[2]:.1f}" for run in runs) + ")")
     if options.json:
         options.json.write_text(json.dumps({"connections": CONNECTIONS, "duration": duration,
                                             "rounds": rounds, "results": table}, indent=2))
