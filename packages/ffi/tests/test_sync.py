@@ -248,6 +248,31 @@ def test_scalar_methods_take_the_c_fast_path(library: Any) -> None:
         assert type(getattr(library, name)).__name__ == "function", name
 
 
+@pytest.mark.parametrize("line", ["42;ada lovelace;9.5;math,engines,logic;51.5,-0.125",
+                                  "7;;-0.0;;", "1;ü€𝄞;1e300;ü,,€;-90,180"])
+def test_dataclass_results_are_decoded_in_c_exactly_as_in_python(library: Any,
+                                                                  line: str) -> None:
+    """The C decoder builds the same dataclass as the compiled Python reader, from the
+    same result memory Go wrote."""
+    codec = library._struct_codecs["Record"]
+    assert "use_c_decoder" in codec.read.__qualname__  # the C decoder is installed
+    ffi, lib = library._ffi, library._lib
+    encoded = line.encode()
+    text = ffi.from_buffer("uint8_t[]", encoded)
+    arguments = ffi.new("keel_Hashing_parse_record_args *")
+    arguments.line.data, arguments.line.size = text, len(encoded)
+    result = ffi.new("keel_Hashing_parse_record_result *")
+    assert lib.keel_Hashing_parse_record(arguments, result) == 0
+    try:
+        from_c = codec.read(result.value)
+        from_python = codec._read(ffi.addressof(result.value))
+    finally:
+        lib.keel_free(result.arena)
+    assert from_c == from_python == library.parse_record(line)
+    assert type(from_c) is Record and type(from_c.tags) is list
+    assert from_c.location is None or type(from_c.location) is Location
+
+
 def test_fast_path_values_at_the_limits(library: Any) -> None:
     assert library.divide(-(2**63), 1) == -(2**63)
     assert library.divide(7, -2) == -3  # Go truncates toward zero

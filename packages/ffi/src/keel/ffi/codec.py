@@ -321,6 +321,18 @@ class StructCodec(Codec):
     def read(self, value: Any) -> Any:
         return self._read(self._addressof(value))
 
+    def use_c_decoder(self, decode: Callable[[tuple[type, ...], int, int], Any],
+                      classes: tuple[type, ...], index: int) -> None:
+        """Read through the fast-path extension's C decoder (struct `index` of the
+        interface, built as `classes` say): one C call builds the whole dataclass, nested
+        values included."""
+        addressof, cast = self.ffi.addressof, self.ffi.cast
+
+        def read(value: Any) -> Any:
+            return decode(classes, index, int(cast("uintptr_t", addressof(value))))
+
+        self.read = read  # type: ignore[method-assign]
+
 
 class CallbackRecord:
     """A Python callable handed to Go for one call, and the first exception it raised."""

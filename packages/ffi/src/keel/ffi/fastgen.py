@@ -15,7 +15,7 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
-from keel.ffi import cdecl
+from keel.ffi import cdecl, fastdecode
 from keel.ffi.errors import BuildError
 from keel.ffi.model import (
     BytesType,
@@ -29,6 +29,7 @@ from keel.ffi.model import (
 )
 
 COMPILE_TIMEOUT_SECONDS = 300
+LONG_LONG_MAX = (1 << 63) - 1
 
 
 FAST_VALUES = (ScalarType, StringType, BytesType)
@@ -171,9 +172,18 @@ def _convert_item(item: str, parameter_type: TypeRef, target: str, context: _Con
             f"        long long number = PyLong_AsLongLongAndOverflow({item}, &overflow);\n"
             "        if (overflow || (number == -1 && PyErr_Occurred())) "
             "{ PyErr_Clear(); goto fallback; }\n"
-            f"        if (number < {scalar.minimum}LL || number > {scalar.maximum}LL) "
-            "goto fallback;\n"
+            f"        if (number < {_c_integer(scalar.minimum)} || "
+            f"number > {_c_integer(scalar.maximum)}) goto fallback;\n"
             f"        {target} = ({scalar.c_type})number;\n    }}\n")
+
+
+def _c_integer(value: int | None) -> str:
+    """A long long literal; -2**63 is written as an expression (the literal 2**63 does not
+    fit a long long, so `-9223372036854775808LL` is not one)."""
+    assert value is not None
+    if value < -LONG_LONG_MAX:
+        return f"(-{LONG_LONG_MAX}LL - 1)"
+    return f"{value}LL"
 
 
 def _result(returns: ScalarType | None) -> str:
@@ -305,6 +315,7 @@ static PyObject *keel_raise(int index, int64_t status) {{
 }}
 
 {functions}
+{fastdecode.source(interface)}
 static PyObject *keel_setup(PyObject *self, PyObject *arguments) {{
     PyObject *fallbacks, *factories, *classes;
     if (!PyArg_ParseTuple(arguments, "O!O!O!", &PyTuple_Type, &fallbacks, &PyTuple_Type,
@@ -338,6 +349,7 @@ static PyObject *keel_setup(PyObject *self, PyObject *arguments) {{
 static PyMethodDef keel_methods[] = {{
 {table}
     {{"_setup", keel_setup, METH_VARARGS, NULL}},
+    {{"_decode", (PyCFunction)(void (*)(void))keel_decode, METH_FASTCALL, NULL}},
     {{NULL, NULL, 0, NULL}}
 }};
 

@@ -320,6 +320,12 @@ class GoLibrary:
         factories = tuple(self._error_factory(f"{self._model.name}.{method.name}")
                           for method in eligible)
         fast._setup(fallbacks, factories, tuple(fastgen.fast_classes(self._model)))
+        if hasattr(fast, "_decode"):  # builds before the C decoders lack it
+            classes = tuple(struct.python_class for struct in self._model.structs)
+            for index, struct in enumerate(self._model.structs):
+                codec = self._struct_codecs.get(struct.name)
+                if codec is not None:
+                    codec.use_c_decoder(fast._decode, classes, index)
         for method in eligible:
             setattr(self, method.name, getattr(fast, method.name))
 
