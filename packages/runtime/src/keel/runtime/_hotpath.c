@@ -7,8 +7,9 @@
    - `run_ready` steps ready tasks (PyIter_Send on the coroutine) and parks them on the trap
      they yield; anything unusual goes back to Python (Task._park, Task._step, Task._finish).
    - `CompletionQueue.dispatch` reaps the io_uring completion queue straight from the mapped
-     ring and resumes the waiting task of a plain operation or a multishot recv without any
-     Python frame; other completions call their Python `complete(result, flags)`.
+     ring; the reader waiting on a multishot recv is stepped right there, the task waiting on
+     a plain operation is queued as ready, both without any Python frame; other completions
+     call their Python `complete(result, flags)`.
    - `Receiver` (one socket's multishot recv) is also the awaitable a read returns and the
      trap its task parks on: `am_send` hands `(count, buffer)` back to the awaiting
      coroutine, so a read costs no coroutine or generator object.
@@ -440,6 +441,8 @@ static PyObject *receiver_abort(ReceiverObject *self, PyObject *unused)
     Py_RETURN_TRUE;
 }
 
+static int step(PyObject *runtime, PyObject *task, PyObject *value);
+
 /* The waiting read's buffer cannot be written any more (a memoryview released meanwhile):
    the bytes stay pending, and the read fails with that error instead of the loop. */
 static int receiver_fail_read(ReceiverObject *self, const char *source, int result,
@@ -481,7 +484,7 @@ static int receiver_fail_read(ReceiverObject *self, const char *source, int resu
    recycle the provided buffer, resume the task. Returns 1 if handled, 0 if Python should
    handle it (`complete`), -1 on error. */
 static int receiver_complete_fast(ReceiverObject *self, int result, unsigned flags,
-                                  PyObject *ready_append)
+                                  PyObject *ready_append, PyObject *runtime)
 {
     if (!(flags & IORING_CQE_F_BUFFER) || self->closed || !self->waiting || !self->yielded ||
         !has_task(self->task) || PyByteArray_GET_SIZE(self->pending) != 0 || result < 0 ||
@@ -517,17 +520,16 @@ static int receiver_complete_fast(ReceiverObject *self, int result, unsigned fla
         return -1;
     }
     PyObject *count_object = PyLong_FromSsize_t(count);
-    PyObject *entry = count_object ? PyTuple_Pack(3, task, count_object, Py_None) : NULL;
-    Py_XDECREF(count_object);
+    if (count_object == NULL) {
+        Py_DECREF(task);
+        return -1;
+    }
+    /* Resume the reader right here (no trip through the ready queue): its coroutine gets
+       (count, buffer) from receiver_send and runs until it parks again. */
+    int stepped = step(runtime, task, count_object);
+    Py_DECREF(count_object);
     Py_DECREF(task);
-    if (entry == NULL)
-        return -1;
-    PyObject *appended = PyObject_CallOneArg(ready_append, entry);
-    Py_DECREF(entry);
-    if (appended == NULL)
-        return -1;
-    Py_DECREF(appended);
-    return 1;
+    return stepped < 0 ? -1 : 1;
 }
 
 static PyObject *receiver_get_pending_size(ReceiverObject *self, void *closure)
@@ -929,6 +931,7 @@ typedef struct {
     PyObject *operation_class; /* the driver's plain one-shot operation (_Op) */
     PyObject *ready_append;    /* runtime._ready.append */
     PyObject *own_completion;  /* driver callback for user_data < first_operation */
+    PyObject *runtime;         /* the Runtime whose tasks a completion resumes */
 } CompletionQueueObject;
 
 static int queue_traverse(CompletionQueueObject *self, visitproc visit, void *arg)
@@ -937,6 +940,7 @@ static int queue_traverse(CompletionQueueObject *self, visitproc visit, void *ar
     Py_VISIT(self->operation_class);
     Py_VISIT(self->ready_append);
     Py_VISIT(self->own_completion);
+    Py_VISIT(self->runtime);
     return 0;
 }
 
@@ -946,6 +950,7 @@ static int queue_clear(CompletionQueueObject *self)
     Py_CLEAR(self->operation_class);
     Py_CLEAR(self->ready_append);
     Py_CLEAR(self->own_completion);
+    Py_CLEAR(self->runtime);
     return 0;
 }
 
@@ -960,13 +965,15 @@ static int queue_init(CompletionQueueObject *self, PyObject *args, PyObject *kwa
 {
     static char *keywords[] = {"head_address", "tail_address", "mask", "entries",
                                "cqes_address", "first_operation", "operations",
-                               "operation_class", "ready_append", "own_completion", NULL};
+                               "operation_class", "ready_append", "own_completion", "runtime",
+                               NULL};
     unsigned long long head, tail, cqes, first;
     unsigned mask, entries;
-    PyObject *operations, *operation_class, *ready_append, *own_completion;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KKIIKKO!OOO", keywords, &head, &tail,
+    PyObject *operations, *operation_class, *ready_append, *own_completion, *runtime;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KKIIKKO!OOOO", keywords, &head, &tail,
                                      &mask, &entries, &cqes, &first, &PyDict_Type, &operations,
-                                     &operation_class, &ready_append, &own_completion))
+                                     &operation_class, &ready_append, &own_completion,
+                                     &runtime))
         return -1;
     if (head == 0 || tail == 0 || cqes == 0 || entries == 0 || mask + 1 != entries) {
         PyErr_SetString(PyExc_ValueError,
@@ -988,6 +995,8 @@ static int queue_init(CompletionQueueObject *self, PyObject *args, PyObject *kwa
     Py_XSETREF(self->ready_append, ready_append);
     Py_INCREF(own_completion);
     Py_XSETREF(self->own_completion, own_completion);
+    Py_INCREF(runtime);
+    Py_XSETREF(self->runtime, runtime);
     return 0;
 }
 
@@ -1019,7 +1028,7 @@ static int dispatch_one(CompletionQueueObject *self, unsigned long long user_dat
     int handled = 0;
     if (is_receiver(operation)) {
         handled = receiver_complete_fast((ReceiverObject *)operation, result, flags,
-                                         self->ready_append);
+                                         self->ready_append, self->runtime);
     } else if ((PyObject *)Py_TYPE(operation) == self->operation_class) {
         PyObject *cancelling = PyObject_GetAttr(operation, name_cancelling);
         if (cancelling == NULL) {

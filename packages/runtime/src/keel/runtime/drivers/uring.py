@@ -178,7 +178,8 @@ class UringDriver(Driver):
             self._sqes = self._batch.pointer
             self._ready: Any = None
             self._cqes = CqeBatch(self._ring.cq_entries)
-            # Built in attach(): dispatching resumes tasks into the runtime's ready queue.
+            # Built in attach(): dispatching resumes the runtime's tasks (a stream reader
+            # directly, others through the ready queue).
             self._queue: CompletionQueue | None = None
             self._ops: dict[int, Any] = {}
             self._next_user_data = FIRST_OPERATION
@@ -295,7 +296,8 @@ class UringDriver(Driver):
         self._ready = runtime._ready
         head, tail, mask, entries, cqes = self._ring.completion_queue_addresses()
         self._queue = CompletionQueue(head, tail, mask, entries, cqes, FIRST_OPERATION,
-                                      self._ops, _Op, self._ready.append, self._own_completion)
+                                      self._ops, _Op, self._ready.append, self._own_completion,
+                                      runtime)
 
     def _reap(self) -> None:
         # One C call reaps the mapped completion queue and resumes the waiting tasks of
