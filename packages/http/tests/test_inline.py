@@ -274,8 +274,11 @@ def _exchange(app: Router, backend: str, batch: bytes, piece: int) -> bytes:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = ResponseReader(sock)
         _parked(sock, reader)
-        for start in range(0, len(batch), piece):
-            sock.sendall(batch[start:start + piece])
+        try:
+            for start in range(0, len(batch), piece):
+                sock.sendall(batch[start:start + piece])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed first (after a closing answer); what it sent still counts
         return _DATE.sub(b"", read_until_closed(sock))
 
 
