@@ -242,8 +242,13 @@ def test_nested_run_is_refused(run) -> None:
 
 
 INTERRUPT_SCRIPT = """
+import signal
 import sys
 import keel.runtime as kr
+
+# Ctrl-C as at a terminal: a job started in the background by a non-interactive shell (as
+# CI may start the suite) inherits SIGINT ignored, and then Python never raises on it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 async def main():
     try:
