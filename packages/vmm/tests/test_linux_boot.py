@@ -44,6 +44,10 @@ GUEST_MAC = "02:4b:45:45:4c:02"
 BOOT_DEADLINE_SECONDS = 1500.0
 PROGRESS_EVERY_SECONDS = 30.0
 PINGS = 3
+# Echo requests sent at most to get PINGS replies: with every guest kernel instruction
+# emulated on a loaded host, a softirq can wait seconds for the CPU, so one slow answer is
+# the host's load, not a lost frame (a broken data path answers none).
+PING_ATTEMPTS = 10
 PING_TIMEOUT_SECONDS = 10.0
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
@@ -69,11 +73,14 @@ def icmp_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def ping(address: str, count: int) -> int:
-    """Echo requests over a raw ICMP socket (run inside the namespace); replies received."""
+def ping(address: str, wanted: int, attempts: int) -> int:
+    """Echo requests over a raw ICMP socket (run inside the namespace) until `wanted` replies
+    came back or `attempts` requests went out; returns the replies received."""
     replies = 0
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
-        for sequence in range(count):
+        for sequence in range(attempts):
+            if replies >= wanted:
+                break
             body = b"keel ping %d" % sequence
             header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, PING_IDENTIFIER, sequence)
             checksum = icmp_checksum(header + body)
@@ -87,10 +94,11 @@ def ping(address: str, count: int) -> int:
                 packet, (source, _) = sock.recvfrom(2048)
                 icmp = packet[(packet[0] & 0x0F) * 4 :]
                 kind, _, _, identifier, echoed = struct.unpack("!BBHHH", icmp[:8])
-                if (source, kind, identifier, echoed) == (address, ICMP_ECHO_REPLY,
-                                                          PING_IDENTIFIER, sequence):
-                    replies += 1
-                    break
+                if (source, kind, identifier) == (address, ICMP_ECHO_REPLY, PING_IDENTIFIER) \
+                        and echoed <= sequence:
+                    replies += 1  # a late reply to an earlier request counts too
+                    if echoed == sequence:
+                        break
     return replies
 
 
@@ -155,8 +163,8 @@ def boot_and_ping(directory: Path, say: Callable[[str], None]) -> LinuxBoot:
                 time.sleep(0.5)
             boot_seconds = time.monotonic() - started
             say(f"reached /init after {boot_seconds:.0f} s; pinging {GUEST_ADDRESS}")
-            replies = namespace.run(lambda: ping(GUEST_ADDRESS, PINGS))
-            say(f"{replies} of {PINGS} echo replies")
+            replies = namespace.run(lambda: ping(GUEST_ADDRESS, PINGS, PING_ATTEMPTS))
+            say(f"{replies} echo replies (wanted {PINGS}, at most {PING_ATTEMPTS} requests)")
             vm.stop()
             vm.wait(PING_TIMEOUT_SECONDS)
             return LinuxBoot(text(), replies, boot_seconds)
@@ -185,7 +193,7 @@ def test_linux_virtio_net_binds_keels_device_and_eth0_comes_up(linux: LinuxBoot)
 
 
 def test_the_host_pings_the_guest_over_the_tap(linux: LinuxBoot) -> None:
-    assert linux.ping_replies == PINGS, linux.serial[-2000:]
+    assert linux.ping_replies >= PINGS, linux.serial[-2000:]
 
 
 def test_linux_virtio_blk_reports_the_disk_capacity(linux: LinuxBoot) -> None:
