@@ -13,16 +13,19 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
-from keel.http import Body, HTTPException, Path, Query, Router
+from keel.http import Body, HTTPException, Path, Query, Router, StreamingResponse
 from keel.http.concurrency import sleep
 from keel.http.handler import Service
 from tests.conftest import ResponseReader, connect, read_until_closed, running_server
 
 PARK_PAUSE = 0.05  # long enough for the server to go idle on the connection
 WAIT = 0.05
+BIG_TEXT = "x" * 100_000  # past the default 64 KiB write high-water mark
+MANY_CONNECTIONS = 32
 
 
 def make_app() -> Router:
@@ -81,6 +84,17 @@ def make_app() -> Router:
     @app.get("/greet/{name}")
     async def greet(name: Path[str]) -> str:
         return f"hello {name}"
+
+    @app.get("/big-text")
+    async def big_text() -> str:
+        return BIG_TEXT
+
+    @app.get("/chunks")
+    async def chunks() -> StreamingResponse:
+        async def parts() -> AsyncIterator[str]:
+            for index in range(3):
+                yield f"part{index};"
+        return StreamingResponse(parts(), content_type="text/plain")
 
     return app
 
@@ -319,3 +333,43 @@ def test_which_handlers_the_driver_calls_directly() -> None:
     layered = make_app().layer(passthrough).build()
     assert layered.plain_call("GET", b"/items/7") is None
     assert layered.plain_call("GET", b"/") is None
+
+
+def test_pipelined_whole_streamed_and_large_answers_keep_their_order(backend: str) -> None:
+    """Whole answers may wait for the end of the loop turn (asyncio's WriteBatch); a
+    streamed answer, a large one past the high-water mark and the close come after them."""
+    with running_server(make_app(), backend) as (_, address), connect(address) as sock:
+        reader = ResponseReader(sock)
+        _parked(sock, reader)
+        sock.sendall(_get("/") + _get("/chunks") + _get("/big-text") + _get("/items/1") +
+                     _get("/big-text") + _get("/items/2") +
+                     _get("/items/3", "Connection: close\r\n"))
+        assert reader.read()[2] == b"Hello, World!"
+        _, headers, body = reader.read()
+        assert (headers["transfer-encoding"], body) == ("chunked", b"part0;part1;part2;")
+        assert reader.read()[2] == BIG_TEXT.encode()
+        assert reader.read()[2] == b'{"id":1}'
+        assert reader.read()[2] == BIG_TEXT.encode()
+        assert reader.read()[2] == b'{"id":2}'
+        assert reader.read()[2] == b'{"id":3}'
+        assert reader.buffer + read_until_closed(sock) == b""
+
+
+def test_many_idle_connections_answered_together(backend: str) -> None:
+    with running_server(make_app(), backend) as (_, address):
+        sockets = [connect(address) for _ in range(MANY_CONNECTIONS)]
+        try:
+            readers = [ResponseReader(sock) for sock in sockets]
+            for sock, reader in zip(sockets, readers, strict=True):
+                sock.sendall(_get("/"))
+                assert reader.read()[2] == b"Hello, World!"
+            time.sleep(PARK_PAUSE)
+            for round_index in range(3):
+                for index, sock in enumerate(sockets):
+                    sock.sendall(_get(f"/items/{index}") + _get("/"))
+                for index, reader in enumerate(readers):
+                    assert reader.read()[2] == b'{"id":%d}' % index, round_index
+                    assert reader.read()[2] == b"Hello, World!"
+        finally:
+            for sock in sockets:
+                sock.close()

@@ -24,12 +24,46 @@ from keel.http.server.driver import resume_started
 T = TypeVar("T")
 
 
+class WriteBatch:
+    """Whole responses written during one loop iteration go to their transports together,
+    once the iteration's I/O callbacks are done.
+
+    Why: the loop serves every connection that became readable in one poll; sending each
+    answer at once wakes the client for every single response (on loopback the sender pays
+    for that wake-up, and so does the client), while sending them after the batch lets the
+    client find many answers per wake-up, and send its next requests together too. Each
+    connection's deferred bytes are bounded by its write high-water mark."""
+
+    __slots__ = ("_loop", "_scheduled", "_streams")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._streams: list[AsyncioStream] = []
+        self._scheduled = False
+
+    def add(self, stream: AsyncioStream) -> None:
+        self._streams.append(stream)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.flush()
+
+
 class AsyncioStream(asyncio.Protocol):
     """A Stream over an asyncio transport."""
 
-    def __init__(self, on_connect: Callable[[AsyncioStream], None], high_water: int) -> None:
+    def __init__(self, on_connect: Callable[[AsyncioStream], None], high_water: int,
+                 batch: WriteBatch | None = None) -> None:
         self._on_connect = on_connect
         self._high_water = high_water
+        self._batch = batch
+        self._deferred: list[bytes] = []
+        self._deferred_bytes = 0
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
         self._eof = False
@@ -92,6 +126,8 @@ class AsyncioStream(asyncio.Protocol):
         return True  # keep our sending side open: a half-closed client still gets its answer
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._deferred.clear()
+        self._deferred_bytes = 0
         self._closed = True
         self._eof = True
         self._wake_receiver()
@@ -188,20 +224,47 @@ class AsyncioStream(asyncio.Protocol):
         return data
 
     def send_now(self, data: bytes) -> int:
-        """Hand `data` to the transport if nothing needs waiting for (no await): the bytes
+        """Take `data` for the transport if nothing needs waiting for (no await): the bytes
         taken, all of them or none.
 
-        None taken: the caller uses `send`, which waits or raises. Data that pushes the
-        transport past its high-water mark is still accepted here, so at most one response
-        goes beyond the mark before `send` makes the writer wait."""
+        Taken bytes wait in the loop's WriteBatch until the iteration's I/O callbacks are
+        done (or until they pass the write high-water mark); `send`, `close` and `abort`
+        hand them over first, so the order on the wire is the order of the calls. None
+        taken: the caller uses `send`, which waits or raises. Data that pushes the transport
+        past its high-water mark is still accepted here, so at most about one mark's worth
+        goes beyond it before `send` makes the writer wait."""
         transport = self._transport
         if self._writing_paused or self._closed or transport is None or \
                 transport.is_closing():
             return 0
-        transport.write(data)
+        batch = self._batch
+        if batch is None:
+            transport.write(data)
+            return len(data)
+        deferred = self._deferred
+        if not deferred:
+            batch.add(self)
+        deferred.append(data)
+        self._deferred_bytes += len(data)
+        if self._deferred_bytes > self._high_water:
+            self.flush()
         return len(data)
 
+    def flush(self) -> None:
+        """Hand the deferred bytes to the transport (they were already promised to it)."""
+        deferred = self._deferred
+        if not deferred:
+            return
+        data = deferred[0] if len(deferred) == 1 else b"".join(deferred)
+        deferred.clear()
+        self._deferred_bytes = 0
+        transport = self._transport
+        if not self._closed and transport is not None and not transport.is_closing():
+            transport.write(data)
+
     async def send(self, data: bytes, timeout: float) -> None:
+        if self._deferred:
+            self.flush()  # what send_now took goes first
         transport = self._transport
         if self._closed or transport is None or transport.is_closing():
             raise ClientDisconnected(f"{self.peer} closed the connection")
@@ -222,6 +285,7 @@ class AsyncioStream(asyncio.Protocol):
                 raise ClientDisconnected(f"{self.peer} read nothing for {timeout} s")
 
     async def close(self) -> None:
+        self.flush()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -230,6 +294,7 @@ class AsyncioStream(asyncio.Protocol):
             transport.close()
 
     def abort(self) -> None:
+        self.flush()  # answers already given still go out first, as they did unbatched
         transport = self._transport
         self._closed = True
         self._eof = True
@@ -336,8 +401,9 @@ class AsyncioBackend:
         def connected(stream: AsyncioStream) -> None:
             group.spawn(handler, stream)
 
+        batch = WriteBatch(loop)
         server = await loop.create_server(
-            lambda: AsyncioStream(connected, config_read_high_water),
+            lambda: AsyncioStream(connected, config_read_high_water, batch),
             sock=listening, ssl=ssl_context, backlog=socket.SOMAXCONN)
         try:
             await stop.wait()
