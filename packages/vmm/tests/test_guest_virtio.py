@@ -22,11 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from keel.native._virtio import lib as mmio
 from keel.native.netns import NetworkNamespace
 from keel.native.testing.skips import requires_kvm, requires_tap
 from keel.vmm.boot.loader import KernelFormat, load_kernel
 from keel.vmm.guests.build import guest_path
 from keel.vmm.machine import Vm
+from keel.vmm.memory import GuestMemory
+from keel.vmm.virtio.mmio import MAGIC_VALUE
 from keel.vmm.virtio.net_tap import TapBackend
 
 pytestmark = [requires_kvm, pytest.mark.kvm]
@@ -304,3 +307,83 @@ def test_qemu_microvm_streams_frames_from_the_same_guest(virtio_guest: bytes) ->
                     qemu.communicate()
     assert qemu.returncode == QEMU_EXIT_OK, output
     assert f"bench: end {frames}" in output
+
+
+class HostileNetDevice:
+    """A virtio-mmio v2 "net device" that answers the handshake honestly and then lies in
+    its used ring: the guest's driver must notice, give up on it and exit, never hang."""
+
+    QUEUE_SIZE = 256
+    USED_INDEX_OFFSET = 2
+    USED_RING_OFFSET = 4
+    WORD = 32
+    WORD_MASK = (1 << 32) - 1
+
+    def __init__(self, memory: GuestMemory, lie: str) -> None:
+        self.memory = memory
+        self.lie = lie
+        self.status = 0
+        self.features_select = 0
+        self.queue = 0
+        self.used: dict[int, int] = {}   # queue -> used ring address (from QueueDevice*)
+
+    def read(self, offset: int, size: int) -> int:
+        registers: dict[int, int] = {
+            mmio.VIRTIO_MMIO_MAGIC_VALUE: MAGIC_VALUE,
+            mmio.VIRTIO_MMIO_VERSION: MMIO_VERSION,
+            mmio.VIRTIO_MMIO_DEVICE_ID: mmio.VIRTIO_ID_NET,
+            mmio.VIRTIO_MMIO_DEVICE_FEATURES: (1 << (mmio.VIRTIO_F_VERSION_1 - self.WORD)
+                                               if self.features_select == 1 else 0),
+            mmio.VIRTIO_MMIO_QUEUE_NUM_MAX: self.QUEUE_SIZE,
+            mmio.VIRTIO_MMIO_STATUS: self.status,
+        }
+        return registers.get(offset, 0)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset == mmio.VIRTIO_MMIO_DEVICE_FEATURES_SEL:
+            self.features_select = value
+        elif offset == mmio.VIRTIO_MMIO_QUEUE_SEL:
+            self.queue = value
+        elif offset == mmio.VIRTIO_MMIO_STATUS:
+            self.status = value
+        elif offset == mmio.VIRTIO_MMIO_QUEUE_USED_LOW:
+            self.used[self.queue] = self.used.get(self.queue, 0) & ~self.WORD_MASK | value
+        elif offset == mmio.VIRTIO_MMIO_QUEUE_USED_HIGH:
+            self.used[self.queue] = (self.used.get(self.queue, 0) & self.WORD_MASK
+                                     | value << self.WORD)
+        elif offset == mmio.VIRTIO_MMIO_QUEUE_NOTIFY and value in self.used:
+            self._lie(self.used[value])
+
+    def _lie(self, used: int) -> None:
+        write = self.memory.write
+        if self.lie == "index-runs-ahead":
+            write(used + self.USED_INDEX_OFFSET, struct.pack("<H", 300))
+        elif self.lie == "id-out-of-range":
+            write(used + self.USED_RING_OFFSET, struct.pack("<II", 9999, 0))
+            write(used + self.USED_INDEX_OFFSET, struct.pack("<H", 1))
+        elif self.lie == "length-beyond-buffer":
+            write(used + self.USED_RING_OFFSET, struct.pack("<II", 0, 100_000))
+            write(used + self.USED_INDEX_OFFSET, struct.pack("<H", 1))
+
+
+HOSTILE_BASE = 0xD0010000
+HOSTILE_WINDOW = 0x1000
+MMIO_VERSION = 2
+EXIT_DRIVER_ERROR = 3
+DEVICE_ERROR = -4
+
+
+@pytest.mark.parametrize("lie", ["index-runs-ahead", "id-out-of-range",
+                                 "length-beyond-buffer"])
+def test_a_lying_device_is_dropped_not_trusted(virtio_guest: bytes, lie: str) -> None:
+    log = SerialLog()
+    with Vm(MEMORY, serial_output=log.write) as vm:
+        vm.bus.mmio.register(HOSTILE_BASE, HOSTILE_WINDOW, HostileNetDevice(vm.memory, lie), "liar")
+        # RX is kicked once at open, TX after every frame: either queue carries the lie.
+        mode = "mode=echo" if lie == "length-beyond-buffer" else "mode=bench-tx frames=400"
+        vm.load(load_kernel(vm.memory, virtio_guest, kernel_format=KernelFormat.PVH,
+                            command_line=f"{mode} virtio_mmio.device=4K@{HOSTILE_BASE:#x}:5"))
+        vm.start()
+        outcome = vm.wait(DEADLINE_SECONDS)
+    assert (outcome.reason, outcome.status) == ("debug-exit", EXIT_DRIVER_ERROR), log.text
+    assert f"failed: {DEVICE_ERROR}" in log.text
