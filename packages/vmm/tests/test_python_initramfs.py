@@ -13,6 +13,7 @@ only the first run after a change in keel-native, keel-runtime or keel-http pays
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -27,9 +28,11 @@ from click.testing import CliRunner
 from keel.vmm.guest_kernel.errors import GuestKernelError
 from keel.vmm.guest_kernel.initramfs import BUSYBOX_PATH
 from keel.vmm.guest_kernel.python_initramfs import (
+    KEPT_BUILDS,
     PythonInitramfs,
     build_python_initramfs,
     install_site_packages,
+    prune_cache,
     shared_libraries,
 )
 
@@ -225,3 +228,16 @@ def test_a_pip_failure_names_pip_and_shows_its_output(tmp_path: Path) -> None:
     assert len(message.split("last output:", 1)[1].strip()) > 0
     staged = tmp_path / "cache" / "initramfs" / "site-packages"
     assert [path for path in staged.iterdir() if path.is_dir()] == []  # nothing half-built
+
+
+def test_the_cache_keeps_the_newest_builds_and_any_in_use(tmp_path: Path) -> None:
+    (tmp_path / "site-packages").mkdir()
+    archives = [tmp_path / f"python-{index:02d}.cpio.gz" for index in range(KEPT_BUILDS + 3)]
+    for age, archive in enumerate(reversed(archives)):  # archives[0] is the oldest
+        archive.write_bytes(b"archive")
+        os.utime(archive, (1_000_000 - age, 1_000_000 - age))
+    with open(tmp_path / "python-00.lock", "w") as lock:  # the oldest, in use elsewhere
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        prune_cache(tmp_path)
+    left = sorted(path.name for path in tmp_path.glob("*.cpio.gz"))
+    assert left == ["python-00.cpio.gz"] + [path.name for path in archives[-KEPT_BUILDS:]]
