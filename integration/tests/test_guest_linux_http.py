@@ -75,6 +75,7 @@ T = TypeVar("T")
 # /init: what a Linux user space needs mounted, loopback up (eth0 is configured by the
 # kernel's ip= parameter), then the app; if it ever returns, say so and power off.
 INIT_SCRIPT = f"""#!/bin/sh
+export PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME=/
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
