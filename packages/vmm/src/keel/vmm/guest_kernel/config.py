@@ -6,7 +6,9 @@ devices (declared on the command line), brings eth0 up from `ip=`, and has io_ur
 PTP_1588_CLOCK_KVM stay off: under an emulating hypervisor (ENVIRONMENT.md) SMP bring-up is
 slow and kvm-ptp makes KVM hypercalls that spin forever. BINFMT_ELF/BINFMT_SCRIPT let /init
 (a static binary or a busybox script) run; the menus (HYPERVISOR_GUEST, BLK_DEV, NETDEVICES,
-VIRTIO_MENU, ...) are what make the wanted options visible at all.
+VIRTIO_MENU, ...) are what make the wanted options visible at all. The system-call options
+(EVENTFD, TIMERFD, ...) are off in tinyconfig and on in every distribution kernel; user space
+such as keel.runtime (eventfd wake-ups) needs them where it can run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ ENABLED = (
     "BLOCK", "BLK_DEV", "VIRTIO_MENU", "VIRTIO_MMIO", "VIRTIO_MMIO_CMDLINE_DEVICES",
     "NETDEVICES", "NET_CORE", "VIRTIO_NET", "VIRTIO_BLK",
     "NET", "INET", "UNIX", "PACKET", "IP_PNP", "IO_URING",
+    # What a general user space (busybox, CPython with keel.runtime) expects of the kernel:
+    # eventfd/timerfd/signalfd, POSIX timers, file locks, madvise & co, ptys.
+    "EVENTFD", "TIMERFD", "SIGNALFD", "POSIX_TIMERS", "FILE_LOCKING", "ADVISE_SYSCALLS",
+    "UNIX98_PTYS",
 )
 DISABLED = ("SMP", "PTP_1588_CLOCK_KVM")
 FRAGMENT_NAME = "keel_guest.config"
