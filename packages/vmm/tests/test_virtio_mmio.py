@@ -290,3 +290,25 @@ def test_random_register_traffic_never_raises(accesses: list[tuple[bool, int, in
         status = transport.status
         assert status & ~0xFF == 0
         assert not status & STATUS_DRIVER_OK or status & STATUS_FEATURES_OK
+
+
+def test_without_event_idx_the_device_asks_for_no_kicks_while_it_drains() -> None:
+    with GuestMemory(MEMORY_SIZE) as memory:
+        queue = SplitQueueDriver(memory, QUEUE_BASE, QUEUE_SIZE, BUFFERS, BUFFER_AREA)
+        seen_while_draining: list[bool] = []
+
+        def source(size: int) -> bytes:
+            seen_while_draining.append(queue.device_wants_kicks())
+            return bytes(size)
+
+        transport = MmioTransport(RngDevice(source), memory, lambda: None, name="rng0")
+        driver = MmioDriver(transport)
+        assert driver.negotiate(F_VERSION_1)
+        driver.setup_queue(0, queue)
+        driver.driver_ok()
+        for _ in range(3):
+            queue.add(writable=[8])
+        driver.notify(0)
+        assert len(queue.used()) == 3
+        assert seen_while_draining == [False, False, False]  # VRING_USED_F_NO_NOTIFY set
+        assert queue.device_wants_kicks()  # and cleared once the ring is empty

@@ -140,6 +140,7 @@ class BlockDevice(VirtioDevice):
 
         def take() -> None:
             queue = self.queues[REQUEST_QUEUE]
+            queue.disable_notifications()
             while len(taken) < DRAIN_CHAIN_LIMIT:
                 chain = queue.pop()
                 if chain is None:

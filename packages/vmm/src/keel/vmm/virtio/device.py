@@ -162,6 +162,7 @@ class VirtioDevice(ABC):
         """
         handled = 0
         more = False
+        queue.disable_notifications()  # no kicks while we drain (drivers without EVENT_IDX)
         while True:
             while handled < DRAIN_CHAIN_LIMIT and (chain := queue.pop()) is not None:
                 queue.push(chain.head, handle(chain))
