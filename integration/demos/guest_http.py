@@ -27,6 +27,8 @@ import keel.runtime as kr
 from keel.http.client import HttpClient
 from keel.native.netns import NetworkNamespace
 from keel.vmm.boot.loader import load_kernel
+from keel.vmm.boot.modes import EntryPoint
+from keel.vmm.cpuid import DEFAULT_TEMPLATE
 from keel.vmm.guests.build import guest_path
 from keel.vmm.machine import Vm
 
@@ -39,6 +41,7 @@ NETMASK = "255.255.255.0"
 HTTP_PORT = 80
 MEMORY_SIZE = 128 << 20
 READY_TEXT = b"http: listening"
+INDEX_TEXT = b"lwIP"  # what the guest's index page must contain
 BOOT_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 SERIAL_LIMIT = 1 << 20
@@ -68,10 +71,22 @@ class GuestHttpServer:
     closed (vCPU and device threads joined, TAP fd closed), then the namespace deleted."""
 
     def __init__(self, *, guest: Path | None = None, boot_timeout: float = BOOT_TIMEOUT_SECONDS,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 loader: Callable[[Vm], EntryPoint] | None = None,
+                 ready_text: bytes = READY_TEXT, memory_size: int = MEMORY_SIZE,
+                 cpu_template: str = DEFAULT_TEMPLATE, tap_name: str = TAP_NAME,
+                 mac: str | None = None) -> None:
+        """`loader` puts another guest into the VM (given the VM with its virtio-net device
+        added, it returns the entry point); by default the http-lwip test guest."""
         self._guest = guest
         self._boot_timeout = boot_timeout
         self._progress = progress or (lambda message: None)
+        self._loader = loader or self._load_lwip_guest
+        self._ready_text = ready_text
+        self._memory_size = memory_size
+        self._cpu_template = cpu_template
+        self._tap_name = tap_name
+        self._mac = mac
         self._serial = bytearray()
         self._serial_changed = threading.Condition()
         self.namespace: NetworkNamespace | None = None
@@ -102,19 +117,16 @@ class GuestHttpServer:
         self.close()
 
     def _start(self) -> None:
-        guest = self._guest or guest_path(GUEST_NAME)
-        self._progress(f"guest image {guest}")
         self.namespace = namespace = NetworkNamespace()
         self._progress(f"network namespace {namespace.name}")
-        self.vm = vm = Vm(MEMORY_SIZE, 1, serial_output=self._capture)
-        namespace.run(lambda: vm.add_virtio_net(TAP_NAME))
-        namespace.ip("addr", "add", f"{HOST_ADDRESS}/{PREFIX_LENGTH}", "dev", TAP_NAME)
-        namespace.ip("link", "set", TAP_NAME, "up")
-        self._progress(f"TAP {TAP_NAME} {HOST_ADDRESS}/{PREFIX_LENGTH} in {namespace.name}")
-        command_line = (f"ip={GUEST_ADDRESS} mask={NETMASK} gw={HOST_ADDRESS} "
-                        f"port={HTTP_PORT} {vm.virtio_command_line()}")
-        self._progress(f"command line: {command_line}")
-        vm.load(load_kernel(vm.memory, guest.read_bytes(), command_line=command_line))
+        self.vm = vm = Vm(self._memory_size, 1, self._cpu_template,
+                          serial_output=self._capture)
+        tap = self._tap_name
+        namespace.run(lambda: vm.add_virtio_net(tap, self._mac))
+        namespace.ip("addr", "add", f"{HOST_ADDRESS}/{PREFIX_LENGTH}", "dev", tap)
+        namespace.ip("link", "set", tap, "up")
+        self._progress(f"TAP {tap} {HOST_ADDRESS}/{PREFIX_LENGTH} in {namespace.name}")
+        vm.load(self._loader(vm))
         started = time.monotonic()
         vm.start()
         deadline = started + self._boot_timeout
@@ -122,14 +134,23 @@ class GuestHttpServer:
             while not self._ready_line_complete():
                 left = deadline - time.monotonic()
                 if vm.exit is not None or left <= 0:
-                    raise RuntimeError(f"the guest did not print {READY_TEXT.decode()!r} "
-                                       f"within {self._boot_timeout} s (exit: {vm.exit}); "
+                    raise RuntimeError(f"the guest did not print "
+                                       f"{self._ready_text.decode()!r} within "
+                                       f"{self._boot_timeout} s (exit: {vm.exit}); "
                                        f"serial output:\n{self._serial.decode(errors='replace')}")
                 self._serial_changed.wait(min(left, 0.1))
         self.boot_seconds = time.monotonic() - started
 
+    def _load_lwip_guest(self, vm: Vm) -> EntryPoint:
+        guest = self._guest or guest_path(GUEST_NAME)
+        self._progress(f"guest image {guest}")
+        command_line = (f"ip={GUEST_ADDRESS} mask={NETMASK} gw={HOST_ADDRESS} "
+                        f"port={HTTP_PORT} {vm.virtio_command_line()}")
+        self._progress(f"command line: {command_line}")
+        return load_kernel(vm.memory, guest.read_bytes(), command_line=command_line)
+
     def _ready_line_complete(self) -> bool:
-        position = self._serial.find(READY_TEXT)
+        position = self._serial.find(self._ready_text)
         return position >= 0 and b"\n" in self._serial[position:]
 
     def run_inside(self, function: Callable[[], T]) -> T:
@@ -162,7 +183,7 @@ class ExerciseReport:
 async def exercise(host: str = GUEST_ADDRESS, port: int = HTTP_PORT, *,
                    sequential: int = SEQUENTIAL_REQUESTS,
                    concurrent: int = CONCURRENT_CLIENTS,
-                   large: int = ONE_MEBIBYTE) -> ExerciseReport:
+                   large: int = ONE_MEBIBYTE, index_text: bytes = INDEX_TEXT) -> ExerciseReport:
     """Sequential, concurrent and large requests against the guest; every byte checked."""
     report = ExerciseReport()
 
@@ -176,7 +197,7 @@ async def exercise(host: str = GUEST_ADDRESS, port: int = HTTP_PORT, *,
     started = time.monotonic()
     async with HttpClient(host, port, timeout=REQUEST_TIMEOUT_SECONDS) as client:
         index = await client.get("/")
-        if index.status != 200 or b"lwIP" not in index.body:
+        if index.status != 200 or index_text not in index.body:
             raise AssertionError(f"GET /: {index.status} {index.body[:200]!r}")
         report.index_page = index.body.decode(errors="replace")
         report.requests += 1
@@ -198,8 +219,8 @@ async def exercise(host: str = GUEST_ADDRESS, port: int = HTTP_PORT, *,
             report.connections += client.connections_opened
 
     async with kr.TaskGroup() as group:
-        for index in range(concurrent):
-            group.spawn(one_client, index)
+        for client_number in range(concurrent):
+            group.spawn(one_client, client_number)
     report.timings["concurrent"] = time.monotonic() - started
 
     started = time.monotonic()

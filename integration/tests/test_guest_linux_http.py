@@ -18,9 +18,8 @@ import functools
 import os
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -29,11 +28,11 @@ import pytest
 from guest_http import (
     CONCURRENT_CLIENTS,
     ONE_MEBIBYTE,
-    REQUEST_TIMEOUT_SECONDS,
     REQUESTS_PER_CONCURRENT_CLIENT,
     SEQUENTIAL_REQUESTS,
     ExerciseReport,
-    pattern,
+    GuestHttpServer,
+    exercise,
 )
 
 import keel.runtime as kr
@@ -42,6 +41,7 @@ from keel.native.guest_speed import measure_supervisor_speed
 from keel.native.netns import NetworkNamespace
 from keel.native.testing.skips import requires_kvm, requires_tap
 from keel.vmm.boot.loader import load_kernel
+from keel.vmm.boot.modes import EntryPoint
 from keel.vmm.guest_kernel import build_kernel
 from keel.vmm.guest_kernel.initramfs import BUSYBOX_PATH
 from keel.vmm.guest_kernel.python_initramfs import PythonInitramfs, build_python_initramfs
@@ -155,46 +155,9 @@ def python_initramfs(request: pytest.FixtureRequest) -> PythonInitramfs:
         files={APP_PATH: APP_SOURCE.encode()}, progress=_say(request, "python initramfs"))
 
 
-async def exercise(host: str, port: int = HTTP_PORT) -> ExerciseReport:
+def exercise_keel_pages(host: str) -> Awaitable[ExerciseReport]:
     """test_guest_http.py's exercise (guest_http.exercise) against keel.http's pages."""
-    report = ExerciseReport()
-
-    def check(path: str, status: int, body: bytes, expected: bytes) -> None:
-        if status != 200 or body != expected:
-            raise AssertionError(f"GET {path}: status {status}, {len(body)} bytes; expected "
-                                 f"200 and {len(expected)} bytes of the pattern")
-        report.requests += 1
-        report.bytes_checked += len(body)
-
-    async with HttpClient(host, port, timeout=REQUEST_TIMEOUT_SECONDS) as client:
-        index = await client.get("/")
-        if index.status != 200 or INDEX_TEXT.encode() not in index.body:
-            raise AssertionError(f"GET /: {index.status} {index.body[:200]!r}")
-        report.index_page = index.body.decode(errors="replace")
-        report.requests += 1
-        for number in range(SEQUENTIAL_REQUESTS):
-            count = number * 97 % 4096
-            response = await client.get(f"/bytes/{count}")
-            check(f"/bytes/{count}", response.status, response.body, pattern(count))
-        report.connections += client.connections_opened
-
-    async def one_client(index: int) -> None:
-        async with HttpClient(host, port, timeout=REQUEST_TIMEOUT_SECONDS) as client:
-            for round_number in range(REQUESTS_PER_CONCURRENT_CLIENT):
-                count = 1000 * index + 17 * round_number + 1
-                response = await client.get(f"/bytes/{count}")
-                check(f"/bytes/{count}", response.status, response.body, pattern(count))
-            report.connections += client.connections_opened
-
-    async with kr.TaskGroup() as group:
-        for index in range(CONCURRENT_CLIENTS):
-            group.spawn(one_client, index)
-
-    async with HttpClient(host, port, timeout=REQUEST_TIMEOUT_SECONDS) as client:
-        response = await client.get(f"/bytes/{ONE_MEBIBYTE}")
-        check(f"/bytes/{ONE_MEBIBYTE}", response.status, response.body, pattern(ONE_MEBIBYTE))
-        report.connections += client.connections_opened
-    return report
+    return exercise(host, HTTP_PORT, index_text=INDEX_TEXT.encode())
 
 
 async def statuses(host: str) -> list[tuple[int, bytes]]:
@@ -226,96 +189,24 @@ def check_statuses(answers: list[tuple[int, bytes]]) -> None:
 # In a booted Linux guest (where KVM runs guest supervisor code natively)
 
 
-class LinuxHttpGuest:
-    """keel's guest kernel with the Python initramfs, on a TAP in its own namespace.
+def linux_loader(kernel: Path, initrd: bytes,
+                 say: Callable[[str], None]) -> Callable[[Vm], EntryPoint]:
+    """Loads keel's guest kernel with the Python initramfs into the demo's guest server."""
 
-    Order on the way in: namespace, VM, TAP (opened by the VMM inside the namespace),
-    addresses, boot, wait for "keel-http: listening". On the way out, the reverse: VM stopped
-    and closed, then the namespace deleted."""
-
-    def __init__(self, kernel: Path, initrd: bytes, progress: Callable[[str], None]) -> None:
-        self._kernel = kernel
-        self._initrd = initrd
-        self._progress = progress
-        self._serial = bytearray()
-        self._serial_changed = threading.Condition()
-        self.namespace: NetworkNamespace | None = None
-        self.vm: Vm | None = None
-        self.boot_seconds = 0.0
-
-    def _capture(self, data: bytes) -> None:
-        with self._serial_changed:
-            if len(self._serial) + len(data) <= SERIAL_LIMIT:
-                self._serial += data
-            self._serial_changed.notify_all()
-
-    @property
-    def serial_output(self) -> str:
-        with self._serial_changed:
-            return self._serial.decode(errors="replace")
-
-    def __enter__(self) -> Self:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
-
-    def _start(self) -> None:
-        self.namespace = namespace = NetworkNamespace()
-        self.vm = vm = Vm(MEMORY_SIZE, 1, cpu_template="host", serial_output=self._capture)
-        namespace.run(lambda: vm.add_virtio_net(TAP_NAME, GUEST_MAC))
-        namespace.ip("addr", "add", f"{HOST_ADDRESS}/{PREFIX_LENGTH}", "dev", TAP_NAME)
-        namespace.ip("link", "set", TAP_NAME, "up")
+    def load(vm: Vm) -> EntryPoint:
         command_line = " ".join((
             "console=ttyS0", "panic=1",
             f"ip={GUEST_ADDRESS}::{HOST_ADDRESS}:{NETMASK}::eth0:off",
             vm.virtio_command_line()))
-        self._progress(f"booting Linux under keel.vmm: {command_line}")
-        vm.load(load_kernel(vm.memory, self._kernel.read_bytes(), command_line=command_line,
-                            initrd=self._initrd))
-        started = time.monotonic()
-        vm.start()
-        deadline = started + BOOT_TIMEOUT_SECONDS
-        with self._serial_changed:
-            while not self._ready_line_complete():
-                left = deadline - time.monotonic()
-                if vm.exit is not None or left <= 0:
-                    raise AssertionError(
-                        f"the guest did not print {READY_TEXT.decode()!r} within "
-                        f"{BOOT_TIMEOUT_SECONDS} s (exit: {vm.exit}); serial output:\n"
-                        f"{self._serial.decode(errors='replace')}")
-                self._serial_changed.wait(min(left, 0.1))
-        self.boot_seconds = time.monotonic() - started
-        self._progress(f"keel.http is listening in the guest after {self.boot_seconds:.1f} s")
+        say(f"booting Linux under keel.vmm: {command_line}")
+        return load_kernel(vm.memory, kernel.read_bytes(), command_line=command_line,
+                           initrd=initrd)
 
-    def _ready_line_complete(self) -> bool:
-        position = self._serial.find(READY_TEXT)
-        return position >= 0 and b"\n" in self._serial[position:]
-
-    def run_inside(self, function: Callable[[], T]) -> T:
-        """Call `function` on a thread inside the namespace (where the TAP and guest are)."""
-        if self.namespace is None:
-            raise RuntimeError("the guest is not running")
-        return self.namespace.run(function)
-
-    def close(self) -> None:
-        if self.vm is not None:
-            vm, self.vm = self.vm, None
-            vm.stop()
-            vm.close()
-        if self.namespace is not None:
-            namespace, self.namespace = self.namespace, None
-            namespace.delete()
+    return load
 
 
 @pytest.fixture(scope="module")
-def linux_guest(request: pytest.FixtureRequest) -> Iterator[LinuxHttpGuest]:
+def linux_guest(request: pytest.FixtureRequest) -> Iterator[GuestHttpServer]:
     native, figure = supervisor_code_is_native()
     if not native:
         pytest.skip(f"guest supervisor code is emulated on this host ({figure}, `keel vmm "
@@ -323,7 +214,10 @@ def linux_guest(request: pytest.FixtureRequest) -> Iterator[LinuxHttpGuest]:
     python_initramfs: PythonInitramfs = request.getfixturevalue("python_initramfs")
     say = _say(request, "linux http guest")
     kernel = build_kernel(progress=say).vmlinux
-    with LinuxHttpGuest(kernel, python_initramfs.path.read_bytes(), say) as guest:
+    with GuestHttpServer(progress=say, boot_timeout=BOOT_TIMEOUT_SECONDS,
+                         loader=linux_loader(kernel, python_initramfs.path.read_bytes(), say),
+                         ready_text=READY_TEXT, memory_size=MEMORY_SIZE, cpu_template="host",
+                         tap_name=TAP_NAME, mac=GUEST_MAC) as guest:
         yield guest
         assert guest.vm is not None and guest.vm.exit is None, guest.serial_output
 
@@ -332,20 +226,21 @@ def linux_guest(request: pytest.FixtureRequest) -> Iterator[LinuxHttpGuest]:
 @requires_tap
 @pytest.mark.parametrize("driver", ["io_uring", "epoll"])
 def test_sequential_concurrent_and_one_mebibyte_requests_arrive_intact(
-        linux_guest: LinuxHttpGuest, driver: str) -> None:
-    report = linux_guest.run_inside(lambda: kr.run(exercise, GUEST_ADDRESS, driver=driver))
+        linux_guest: GuestHttpServer, driver: str) -> None:
+    report = linux_guest.run_inside(
+        lambda: kr.run(exercise_keel_pages, GUEST_ADDRESS, driver=driver))
     check_exercise(report)
 
 
 @requires_kvm
 @requires_tap
-def test_unknown_paths_methods_and_sizes_get_their_status(linux_guest: LinuxHttpGuest) -> None:
+def test_unknown_paths_methods_and_sizes_get_their_status(linux_guest: GuestHttpServer) -> None:
     check_statuses(linux_guest.run_inside(lambda: kr.run(statuses, GUEST_ADDRESS)))
 
 
 @requires_kvm
 @requires_tap
-def test_the_guest_ran_keel_runtime_on_its_own_kernel(linux_guest: LinuxHttpGuest) -> None:
+def test_the_guest_ran_keel_runtime_on_its_own_kernel(linux_guest: GuestHttpServer) -> None:
     serial = linux_guest.serial_output
     assert "IP-Config: Complete" in serial
     assert f"device=eth0, hwaddr={GUEST_MAC}, ipaddr={GUEST_ADDRESS}" in serial
@@ -448,6 +343,6 @@ def chroot_server(python_initramfs: PythonInitramfs,
 
 def test_the_same_archive_and_program_serve_the_exercise_under_chroot(
         chroot_server: ChrootHttpServer) -> None:
-    check_exercise(chroot_server.run_inside(lambda: kr.run(exercise, "127.0.0.1")))
+    check_exercise(chroot_server.run_inside(lambda: kr.run(exercise_keel_pages, "127.0.0.1")))
     check_statuses(chroot_server.run_inside(lambda: kr.run(statuses, "127.0.0.1")))
     assert b"keel.runtime io_uring driver" in chroot_server.output
