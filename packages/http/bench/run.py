@@ -53,9 +53,9 @@ def contenders(port: int) -> list[Contender]:
     return [
         Contender("keel", [python, "-m", "keel.native", "http", "serve", "keel_app:app",
                            "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]),
-        Contender("keel (runtime backend)", [
+        Contender("keel (asyncio backend)", [
             python, "-m", "keel.native", "http", "serve", "keel_app:app", "--backend",
-            "runtime", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]),
+            "asyncio", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]),
         Contender("uvicorn+starlette", [*uvicorn, "starlette_app:app"]),
         Contender("uvicorn+fastapi", [*uvicorn, "fastapi_app:app"]),
         Contender("granian+starlette", [python, "-m", "granian", "--interface", "asgi",

@@ -102,14 +102,15 @@ class Backend(Protocol):
 
 
 BACKEND_NAMES = ("runtime", "asyncio", "trio")
-# asyncio (uvloop) is the default because it is the fastest for keel apps today: its stream
-# serves requests on idle keep-alive connections inline from `data_received` (see the README
-# and docs/benchmarks/http.md); keel.runtime stays selectable with `--backend runtime`.
-DEFAULT_BACKEND = "asyncio"
+# keel.runtime is the default for keel apps (the platform's own runtime: io_uring, one
+# system call per request or so). asyncio with uvloop costs less server CPU per request today
+# (see the README and docs/benchmarks/http.md) and is one `--backend asyncio` away; ASGI apps
+# default to asyncio (server.ASGI_DEFAULT_BACKEND).
+DEFAULT_BACKEND = "runtime"
 
 
 def get_backend(name: str | None = None) -> Backend:
-    """The backend called `name` (asyncio, uvloop when installed, by default)."""
+    """The backend called `name` (keel.runtime by default)."""
     chosen = name or DEFAULT_BACKEND
     if chosen == "runtime":
         from keel.http.server.runtime_backend import RuntimeBackend
