@@ -13,19 +13,18 @@ does. A file lock lets concurrent callers (parallel test sessions) share one bui
 from __future__ import annotations
 
 import collections
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from keel.vmm.boot.elf import ElfImage
 from keel.vmm.boot.pvh import pvh_entry
+from keel.vmm.cache_lock import exclusive_lock
 from keel.vmm.errors import LoaderError
 from keel.vmm.guest_kernel.config import FRAGMENT_NAME, fragment_text, missing_options
 from keel.vmm.guest_kernel.errors import GuestKernelError
@@ -101,17 +100,6 @@ def build_key(version: str, fragment: str = "", patches: tuple[Patch, ...] = PAT
     return digest.hexdigest()[:KEY_LENGTH]
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _run(command: list[str], cwd: Path, log: Path, step: str,
          progress: Callable[[str], None] = _silent, input_text: str | None = None,
          deadline: float | None = None) -> None:
@@ -164,7 +152,7 @@ def build_kernel(*, progress: Callable[[str], None] = _silent, jobs: int | None 
     directory = (root or cache_root()) / "kernel" / key
     vmlinux = directory / "vmlinux"
     config = directory / "config"
-    with _locked(directory.parent / f"{key}.lock"):
+    with exclusive_lock(directory.parent / f"{key}.lock"):
         if vmlinux.is_file() and not rebuild:
             entry = _check_pvh(vmlinux)
             progress(f"guest kernel {key} is cached: {vmlinux}")

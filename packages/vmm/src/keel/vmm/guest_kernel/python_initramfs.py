@@ -50,13 +50,13 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from keel.vmm.cache_lock import exclusive_lock
 from keel.vmm.guest_kernel import cpio
 from keel.vmm.guest_kernel.errors import GuestKernelError
 from keel.vmm.guest_kernel.initramfs import BUSYBOX_PATH, initramfs_entries
@@ -210,18 +210,6 @@ def site_packages_key(requirements: Sequence[str], interpreter: Interpreter) -> 
 # site-packages through pip
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive file lock: parallel test sessions share one build instead of racing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _pip_argument(requirement: str) -> str:
     directory = Path(requirement)
     return str(directory.resolve()) if directory.is_dir() else requirement
@@ -235,7 +223,7 @@ def install_site_packages(requirements: Sequence[str], *, root: Path | None = No
     interpreter = interpreter or Interpreter.current()
     key = site_packages_key(requirements, interpreter)
     directory = (root or cache_root()) / "initramfs" / "site-packages" / key
-    with _locked(directory.parent / f"{key}.lock"):
+    with exclusive_lock(directory.parent / f"{key}.lock"):
         if directory.is_dir() and not rebuild:
             progress(f"site-packages {key} is cached: {directory}")
             os.utime(directory)
@@ -617,7 +605,7 @@ def build_python_initramfs(init: bytes | Path, *, install: Sequence[str] = (),
     cached = cache / f"python-{key}.cpio.gz"
     guest_python = str(interpreter.executable)
     built = False
-    with _locked(cache / f"python-{key}.lock"):
+    with exclusive_lock(cache / f"python-{key}.lock"):
         if rebuild or not cached.is_file():
             site_packages = install_site_packages(install, root=root, interpreter=interpreter,
                                                   progress=progress, rebuild=rebuild)

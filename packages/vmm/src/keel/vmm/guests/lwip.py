@@ -12,7 +12,6 @@ unpacked tree lives in ~/.cache/keel/lwip/<debian version>/ (or under $KEEL_CACH
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from keel.vmm.cache_lock import exclusive_lock
 from keel.vmm.errors import GuestBuildError
 from keel.vmm.guests.build import GuestLibrary
 
@@ -105,9 +105,7 @@ def lwip_source(*, progress: Progress = _log_progress,
         if shutil.which(tool) is None:
             raise GuestBuildError(f"{tool} not found: fetching lwIP's Debian source package "
                                   "needs apt and dpkg-dev (apt-get install dpkg-dev)")
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / FETCH_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)   # one fetch at a time; the others then find it
+    with exclusive_lock(root / FETCH_LOCK):  # one fetch at a time; the others then find it
         cached = cached_source(root)
         if cached is not None:
             return cached
