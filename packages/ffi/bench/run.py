@@ -1,8 +1,9 @@
 """keel.ffi benchmark: the cost of calling Go from Python, beside its two peers.
 
-Competitors, all in the same run, alternating (each round runs every competitor in turn,
-the order rotating by round), reporting medians over rounds and the ratio keel/peer:
-- keel:       the generated binding (API-mode cffi extension -> cgo export).
+Competitors, all in the same run, alternating (each round runs every competitor in ten short
+turns, the order rotating by turn), reporting medians over rounds and the ratio keel/peer:
+- keel:       the generated binding -> cgo export (scalar, str and bytes methods through
+              its CPython fast-path extension, the rest through its API-mode cffi module).
 - cffi->C:    the floor: an API-mode cffi call into equivalent C functions this script
               compiles with gcc (the cheapest way Python can call native code with the GIL
               released).
@@ -65,6 +66,8 @@ CALLS = {
     "1 MiB bytes argument": (100_000, 10_000),
     "hash 1 MiB (FNV-1a)": (60, 10),
 }
+# Each round's sync calls run in this many turns per competitor (see time_interleaved).
+SLICES = 10
 ASYNC_CALLS = (20_000, 2_000)
 ASYNC_CONCURRENCY = 64
 RECORD_LINE = "7;ada lovelace;9.5;math,logic,engines;51.5,-0.1"
@@ -210,6 +213,25 @@ def floor_calls(floor: Any) -> dict[str, Callable[..., Any]]:
 
 
 # -- measurement -------------------------------------------------------------------------
+
+def time_interleaved(functions: dict[str, Callable[..., Any]], argument: Any,
+                     count: int) -> dict[str, float]:
+    """Nanoseconds per call of each function over `count` calls, taken in SLICES turns
+    (A B C A B C ...; the order rotates every turn) rather than one block per competitor.
+
+    Why: this machine is a VM whose speed shifts by up to 2x for seconds at a time as the
+    host's load changes. In one long block per competitor a shift lands on one of them and
+    moves the ratio; in short turns every competitor sees the same share of each speed.
+    """
+    names = list(functions)
+    per_slice = max(1, count // SLICES)
+    totals = dict.fromkeys(names, 0.0)
+    for turn in range(SLICES):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            totals[name] += time_calls(functions[name], argument, per_slice) * per_slice
+    return {name: total / (per_slice * SLICES) for name, total in totals.items()}
+
 
 def time_calls(function: Callable[..., Any], argument: Any, count: int) -> float:
     """Nanoseconds per call of function(argument) (or function() when argument is None)."""
@@ -389,10 +411,11 @@ def main() -> None:
             order = list(competitors)
             order = order[round_index % len(order):] + order[:round_index % len(order)]
             for name, key, argument in benchmarks:
-                count = CALLS[name][scale]
-                for competitor in order:
-                    samples[name][competitor].append(
-                        time_calls(competitors[competitor][key], argument, count))
+                samples_of_round = time_interleaved(
+                    {competitor: competitors[competitor][key] for competitor in order},
+                    argument, CALLS[name][scale])
+                for competitor, nanoseconds in samples_of_round.items():
+                    samples[name][competitor].append(nanoseconds)
             async_order = async_competitors[round_index % 4:] + async_competitors[:round_index % 4]
             for competitor in async_order if with_async else []:
                 if competitor == "keel asyncio":

@@ -448,7 +448,11 @@ func keelDecode_cb_int64_str__bool(value *C.keel_callback) func(p0 int64, p1 str
 
 //export keel_Hashing_empty
 func keel_Hashing_empty() (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	err := keelImplementation.Empty()
 	if err != nil {
 		return keelError(err)
@@ -458,7 +462,11 @@ func keel_Hashing_empty() (status C.int64_t) {
 
 //export keel_Hashing_hash
 func keel_Hashing_hash(args *C.keel_Hashing_hash_args, result *C.keel_Hashing_hash_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelBytes(args.data)
 	value, err := keelImplementation.Hash(p0)
 	if err != nil {
@@ -470,7 +478,11 @@ func keel_Hashing_hash(args *C.keel_Hashing_hash_args, result *C.keel_Hashing_ha
 
 //export keel_Hashing_hash_text
 func keel_Hashing_hash_text(args *C.keel_Hashing_hash_text_args, result *C.keel_Hashing_hash_text_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelString(args.text)
 	value, err := keelImplementation.HashText(p0)
 	if err != nil {
@@ -482,7 +494,11 @@ func keel_Hashing_hash_text(args *C.keel_Hashing_hash_text_args, result *C.keel_
 
 //export keel_Hashing_sum_int32
 func keel_Hashing_sum_int32(args *C.keel_Hashing_sum_int32_args, result *C.keel_Hashing_sum_int32_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelDecode_list_int32(&args.values)
 	value, err := keelImplementation.SumInt32(p0)
 	if err != nil {
@@ -494,7 +510,11 @@ func keel_Hashing_sum_int32(args *C.keel_Hashing_sum_int32_args, result *C.keel_
 
 //export keel_Hashing_parse_record
 func keel_Hashing_parse_record(args *C.keel_Hashing_parse_record_args, result *C.keel_Hashing_parse_record_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelString(args.line)
 	value, err := keelImplementation.ParseRecord(p0)
 	if err != nil {
@@ -508,7 +528,11 @@ func keel_Hashing_parse_record(args *C.keel_Hashing_parse_record_args, result *C
 
 //export keel_Hashing_describe
 func keel_Hashing_describe(args *C.keel_Hashing_describe_args, result *C.keel_Hashing_describe_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelDecode_Record(&args.record)
 	value, err := keelImplementation.Describe(p0)
 	if err != nil {
@@ -522,7 +546,11 @@ func keel_Hashing_describe(args *C.keel_Hashing_describe_args, result *C.keel_Ha
 
 //export keel_Hashing_echo_records
 func keel_Hashing_echo_records(args *C.keel_Hashing_echo_records_args, result *C.keel_Hashing_echo_records_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelDecode_list_Record(&args.records)
 	value, err := keelImplementation.EchoRecords(p0)
 	if err != nil {
@@ -536,7 +564,11 @@ func keel_Hashing_echo_records(args *C.keel_Hashing_echo_records_args, result *C
 
 //export keel_Hashing_echo_widths
 func keel_Hashing_echo_widths(args *C.keel_Hashing_echo_widths_args, result *C.keel_Hashing_echo_widths_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelDecode_Widths(&args.widths)
 	value, err := keelImplementation.EchoWidths(p0)
 	if err != nil {
@@ -550,7 +582,11 @@ func keel_Hashing_echo_widths(args *C.keel_Hashing_echo_widths_args, result *C.k
 
 //export keel_Hashing_maybe_double
 func keel_Hashing_maybe_double(args *C.keel_Hashing_maybe_double_args, result *C.keel_Hashing_maybe_double_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelDecode_opt_int64(&args.value)
 	value, err := keelImplementation.MaybeDouble(p0)
 	if err != nil {
@@ -564,7 +600,11 @@ func keel_Hashing_maybe_double(args *C.keel_Hashing_maybe_double_args, result *C
 
 //export keel_Hashing_block_sum
 func keel_Hashing_block_sum(args *C.keel_Hashing_block_sum_args, result *C.keel_Hashing_block_sum_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelDecode_Block(&args.block)
 	value, err := keelImplementation.BlockSum(p0)
 	if err != nil {
@@ -576,7 +616,11 @@ func keel_Hashing_block_sum(args *C.keel_Hashing_block_sum_args, result *C.keel_
 
 //export keel_Hashing_divide
 func keel_Hashing_divide(args *C.keel_Hashing_divide_args, result *C.keel_Hashing_divide_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := int64(args.dividend)
 	p1 := int64(args.divisor)
 	value, err := keelImplementation.Divide(p0, p1)
@@ -589,7 +633,11 @@ func keel_Hashing_divide(args *C.keel_Hashing_divide_args, result *C.keel_Hashin
 
 //export keel_Hashing_checked_add
 func keel_Hashing_checked_add(args *C.keel_Hashing_checked_add_args, result *C.keel_Hashing_checked_add_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := int32(args.left)
 	p1 := int32(args.right)
 	value, err := keelImplementation.CheckedAdd(p0, p1)
@@ -602,7 +650,11 @@ func keel_Hashing_checked_add(args *C.keel_Hashing_checked_add_args, result *C.k
 
 //export keel_Hashing_scale
 func keel_Hashing_scale(args *C.keel_Hashing_scale_args, result *C.keel_Hashing_scale_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := float64(args.value)
 	p1 := float32(args.factor)
 	value, err := keelImplementation.Scale(p0, p1)
@@ -615,7 +667,11 @@ func keel_Hashing_scale(args *C.keel_Hashing_scale_args, result *C.keel_Hashing_
 
 //export keel_Hashing_is_even
 func keel_Hashing_is_even(args *C.keel_Hashing_is_even_args, result *C.keel_Hashing_is_even_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := uint64(args.value)
 	value, err := keelImplementation.IsEven(p0)
 	if err != nil {
@@ -630,7 +686,11 @@ func keel_Hashing_is_even(args *C.keel_Hashing_is_even_args, result *C.keel_Hash
 
 //export keel_Hashing_fail
 func keel_Hashing_fail(args *C.keel_Hashing_fail_args) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelString(args.message)
 	err := keelImplementation.Fail(p0)
 	if err != nil {
@@ -641,7 +701,11 @@ func keel_Hashing_fail(args *C.keel_Hashing_fail_args) (status C.int64_t) {
 
 //export keel_Hashing_crash
 func keel_Hashing_crash(args *C.keel_Hashing_crash_args) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelString(args.message)
 	err := keelImplementation.Crash(p0)
 	if err != nil {
@@ -652,7 +716,11 @@ func keel_Hashing_crash(args *C.keel_Hashing_crash_args) (status C.int64_t) {
 
 //export keel_Hashing_each_word
 func keel_Hashing_each_word(args *C.keel_Hashing_each_word_args, result *C.keel_Hashing_each_word_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelString(args.text)
 	p1 := keelDecode_cb_int64_str__bool(&args.visit)
 	value, err := keelImplementation.EachWord(p0, p1)
@@ -665,7 +733,11 @@ func keel_Hashing_each_word(args *C.keel_Hashing_each_word_args, result *C.keel_
 
 //export keel_Hashing_slow_square_async
 func keel_Hashing_slow_square_async(completer C.int64_t, call C.uint64_t, args *C.keel_Hashing_slow_square_args, result *C.keel_Hashing_slow_square_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := int64(args.value)
 	p1 := uint32(args.delay_ms)
 	return keelStartAsync(completer, call, func(ctx context.Context) error {
@@ -680,7 +752,11 @@ func keel_Hashing_slow_square_async(completer C.int64_t, call C.uint64_t, args *
 
 //export keel_Hashing_hash_async_async
 func keel_Hashing_hash_async_async(completer C.int64_t, call C.uint64_t, args *C.keel_Hashing_hash_async_args, result *C.keel_Hashing_hash_async_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelBytes(args.data)
 	return keelStartAsync(completer, call, func(ctx context.Context) error {
 		value, err := keelImplementation.HashAsync(ctx, p0)
@@ -694,7 +770,11 @@ func keel_Hashing_hash_async_async(completer C.int64_t, call C.uint64_t, args *C
 
 //export keel_Hashing_empty_async_async
 func keel_Hashing_empty_async_async(completer C.int64_t, call C.uint64_t) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	return keelStartAsync(completer, call, func(ctx context.Context) error {
 		err := keelImplementation.EmptyAsync(ctx)
 		if err != nil {
@@ -706,7 +786,11 @@ func keel_Hashing_empty_async_async(completer C.int64_t, call C.uint64_t) (statu
 
 //export keel_Hashing_crash_async_async
 func keel_Hashing_crash_async_async(completer C.int64_t, call C.uint64_t, args *C.keel_Hashing_crash_async_args) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelString(args.message)
 	return keelStartAsync(completer, call, func(ctx context.Context) error {
 		err := keelImplementation.CrashAsync(ctx, p0)
@@ -719,7 +803,11 @@ func keel_Hashing_crash_async_async(completer C.int64_t, call C.uint64_t, args *
 
 //export keel_Hashing_stubborn_square_async
 func keel_Hashing_stubborn_square_async(completer C.int64_t, call C.uint64_t, args *C.keel_Hashing_stubborn_square_args, result *C.keel_Hashing_stubborn_square_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := int64(args.value)
 	p1 := uint32(args.delay_ms)
 	return keelStartAsync(completer, call, func(ctx context.Context) error {
@@ -734,7 +822,11 @@ func keel_Hashing_stubborn_square_async(completer C.int64_t, call C.uint64_t, ar
 
 //export keel_Hashing_address_of_bytes
 func keel_Hashing_address_of_bytes(args *C.keel_Hashing_address_of_bytes_args, result *C.keel_Hashing_address_of_bytes_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelBytes(args.data)
 	value, err := keelImplementation.AddressOfBytes(p0)
 	if err != nil {
@@ -746,7 +838,11 @@ func keel_Hashing_address_of_bytes(args *C.keel_Hashing_address_of_bytes_args, r
 
 //export keel_Hashing_address_of_text
 func keel_Hashing_address_of_text(args *C.keel_Hashing_address_of_text_args, result *C.keel_Hashing_address_of_text_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelString(args.text)
 	value, err := keelImplementation.AddressOfText(p0)
 	if err != nil {
@@ -758,7 +854,11 @@ func keel_Hashing_address_of_text(args *C.keel_Hashing_address_of_text_args, res
 
 //export keel_Hashing_address_of_int32s
 func keel_Hashing_address_of_int32s(args *C.keel_Hashing_address_of_int32s_args, result *C.keel_Hashing_address_of_int32s_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelDecode_list_int32(&args.values)
 	value, err := keelImplementation.AddressOfInt32s(p0)
 	if err != nil {
@@ -770,7 +870,11 @@ func keel_Hashing_address_of_int32s(args *C.keel_Hashing_address_of_int32s_args,
 
 //export keel_Hashing_sleep
 func keel_Hashing_sleep(args *C.keel_Hashing_sleep_args) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := uint32(args.milliseconds)
 	err := keelImplementation.Sleep(p0)
 	if err != nil {
@@ -781,7 +885,11 @@ func keel_Hashing_sleep(args *C.keel_Hashing_sleep_args) (status C.int64_t) {
 
 //export keel_Hashing_cgocheck_probe
 func keel_Hashing_cgocheck_probe() (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	err := keelImplementation.CgocheckProbe()
 	if err != nil {
 		return keelError(err)
@@ -791,7 +899,11 @@ func keel_Hashing_cgocheck_probe() (status C.int64_t) {
 
 //export keel_Hashing_parse_record_async_async
 func keel_Hashing_parse_record_async_async(completer C.int64_t, call C.uint64_t, args *C.keel_Hashing_parse_record_async_args, result *C.keel_Hashing_parse_record_async_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	p0 := keelString(args.line)
 	return keelStartAsync(completer, call, func(ctx context.Context) error {
 		value, err := keelImplementation.ParseRecordAsync(ctx, p0)
@@ -807,7 +919,11 @@ func keel_Hashing_parse_record_async_async(completer C.int64_t, call C.uint64_t,
 
 //export keel_Hashing_goroutines
 func keel_Hashing_goroutines(result *C.keel_Hashing_goroutines_result) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	value, err := keelImplementation.Goroutines()
 	if err != nil {
 		return keelError(err)

@@ -55,11 +55,13 @@ func keelError(err error) C.int64_t {
 	return keelStoreError(keelErrorKind, err.Error())
 }
 
-// keelRecover turns a panic in an export into an error status; it must be deferred directly.
-func keelRecover(status *C.int64_t) {
-	if recovered := recover(); recovered != nil {
-		*status = keelStoreError(keelPanicKind, fmt.Sprint(recovered))
-	}
+// keelPanicStatus turns a recovered panic into an error status. Exports recover in a
+// deferred closure of their own (recover only works when called by the deferred function
+// itself) and call this only when something was recovered: a closure is called directly
+// at return, where `defer keelRecover(&status)` went through a generated wrapper on every
+// call, measurably on the empty call.
+func keelPanicStatus(recovered any) C.int64_t {
+	return keelStoreError(keelPanicKind, fmt.Sprint(recovered))
 }
 
 //export keel_error_take
@@ -301,7 +303,11 @@ func keelStartAsync(completerID C.int64_t, call C.uint64_t, work func(context.Co
 }
 
 func keelRunAsync(ctx context.Context, work func(context.Context) error) (status C.int64_t) {
-	defer keelRecover(&status)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			status = keelPanicStatus(recovered)
+		}
+	}()
 	if err := work(ctx); err != nil {
 		return keelError(err)
 	}
