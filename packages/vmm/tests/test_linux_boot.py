@@ -28,6 +28,7 @@ from keel.vmm.boot.loader import load_kernel
 from keel.vmm.guest_kernel import build_initramfs, build_kernel
 from keel.vmm.guest_kernel.command_line import emulation_safe_parameters
 from keel.vmm.machine import Vm
+from keel.vmm.virtio.net import NetDevice
 from keel.vmm.virtio.net_tap import TapBackend
 
 pytestmark = [requires_kvm, requires_tap, pytest.mark.kvm, pytest.mark.tap,
@@ -55,6 +56,7 @@ PING_IDENTIFIER = 0x4B45
 # The /init: a static program with no system call at all, so it runs on any KVM.
 IDLE_INIT_SOURCE = 'void _start(void) { for (;;) __asm__ volatile("pause"); }\n'
 READY_MARKERS = ("Run /init as init process",)
+IP_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,33 @@ class LinuxBoot:
     serial: str
     ping_replies: int
     boot_seconds: float
+    # Where the frames went, taken right after the pings (shown when they failed).
+    network_state: str = ""
+
+
+def network_state(vm: Vm, net: NetDevice, namespace: NetworkNamespace, tap_name: str) -> str:
+    """The device's counters and rings, the device loop's health and the host's view of the
+    TAP, so a failed ping says which side lost the frames."""
+    lines = [f"device loop running={vm.virtio.loop.running} failure={vm.virtio.loop.failure!r}",
+             f"{net.label}: active={net.active} broken={net.broken} "
+             f"holding_a_frame={net.waiting_for_buffers} received={net.frames_received} "
+             f"sent={net.frames_sent} dropped={net.frames_dropped}"]
+    for slot in vm.virtio.placement.slots:
+        status, acks = slot.transport.pending_interrupt()
+        lines.append(f"{slot.transport.name}: line {slot.irq} InterruptStatus={status} "
+                     f"InterruptACK writes={acks}")
+    for queue in net.queues:
+        try:
+            pending: int | str = queue.pending()
+        except Exception as error:  # a diagnostic never hides the failure it describes
+            pending = repr(error)
+        lines.append(f"  queue {queue.index}: last_avail={queue.last_avail_index} "
+                     f"next_used={queue.next_used_index} pending={pending}")
+    for command in (("-s", "link", "show", tap_name), ("neigh", "show")):
+        shown = subprocess.run(["ip", "-n", namespace.name, *command], capture_output=True,
+                               text=True, timeout=IP_TIMEOUT_SECONDS, check=False)
+        lines.append((shown.stdout + shown.stderr).strip())
+    return "\n".join(lines)
 
 
 def icmp_checksum(data: bytes) -> int:
@@ -137,7 +166,7 @@ def boot_and_ping(directory: Path, say: Callable[[str], None]) -> LinuxBoot:
             return backend
 
         with namespace.run(make_tap) as tap, Vm(MEMORY, 1, serial_output=collect) as vm:
-            vm.add_virtio_net(tap, GUEST_MAC)
+            net = vm.add_virtio_net(tap, GUEST_MAC)
             vm.add_virtio_block(disk)
             command_line = " ".join((
                 "console=ttyS0", emulation_safe_parameters(), vm.virtio_command_line(),
@@ -165,9 +194,12 @@ def boot_and_ping(directory: Path, say: Callable[[str], None]) -> LinuxBoot:
             say(f"reached /init after {boot_seconds:.0f} s; pinging {GUEST_ADDRESS}")
             replies = namespace.run(lambda: ping(GUEST_ADDRESS, PINGS, PING_ATTEMPTS))
             say(f"{replies} echo replies (wanted {PINGS}, at most {PING_ATTEMPTS} requests)")
+            state = network_state(vm, net, namespace, tap.name)
+            if replies < PINGS:
+                say(f"network state:\n{state}")
             vm.stop()
             vm.wait(PING_TIMEOUT_SECONDS)
-            return LinuxBoot(text(), replies, boot_seconds)
+            return LinuxBoot(text(), replies, boot_seconds, state)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +225,7 @@ def test_linux_virtio_net_binds_keels_device_and_eth0_comes_up(linux: LinuxBoot)
 
 
 def test_the_host_pings_the_guest_over_the_tap(linux: LinuxBoot) -> None:
-    assert linux.ping_replies >= PINGS, linux.serial[-2000:]
+    assert linux.ping_replies >= PINGS, f"{linux.network_state}\n{linux.serial[-2000:]}"
 
 
 def test_linux_virtio_blk_reports_the_disk_capacity(linux: LinuxBoot) -> None:

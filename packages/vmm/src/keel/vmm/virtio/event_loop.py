@@ -48,6 +48,9 @@ logger = logging.getLogger("keel.vmm")
 EVENTFD_COUNTER_SIZE = 8
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
+# How long an interrupt may stay unacknowledged (InterruptStatus non-zero, no InterruptACK)
+# before the loop asserts its line again. See DeviceEventLoop._reassert_interrupts.
+INTERRUPT_REASSERT_SECONDS = 0.25
 # After a TAP read or write error (the interface vanished, say), wait this long before trying
 # again, so a persistent error costs a log line a second, not a spinning thread.
 TAP_ERROR_BACKOFF_SECONDS = 1.0
@@ -118,6 +121,17 @@ class DeviceEventLoop:
 
     # -- running -----------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Whether the loop's thread is serving devices now (False before start, after stop,
+        and after a failure ended it: see `failure`)."""
+        return self._thread is not None and self._thread.is_alive() and self._failure is None
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What ended the loop, if something did (the VM keeps running without device I/O)."""
+        return self._failure
+
     def start(self) -> None:
         if self._closed:
             raise VmStateError("the device loop is closed")
@@ -158,6 +172,8 @@ class DeviceEventLoop:
             async with kr.TaskGroup() as group:
                 for attached in self._devices:
                     wires += self._spawn_device(group, attached)
+                if self._devices:
+                    group.spawn(self._reassert_interrupts, name="interrupt re-assertion")
                 self._ready.set()
                 await self._stop_channel.receive()
                 group.cancel()
@@ -165,6 +181,35 @@ class DeviceEventLoop:
             for wire in wires:
                 wire.close()
             self._stop_channel.close()
+
+    async def _reassert_interrupts(self) -> None:
+        """Assert again each line whose interrupt the driver left unacknowledged for a whole
+        interval.
+
+        Why: a virtio-mmio interrupt is level-like. InterruptStatus stays set until the
+        driver writes InterruptACK, and a level-triggered line would fire again after the
+        guest's EOI for as long as it is set. An irqfd gives one edge instead, and an edge
+        that does not reach the guest's handler is gone for good. With event indexes the
+        device then raises nothing more, because the driver never re-arms, and the queue
+        stalls. This was seen on a host whose KVM emulates supervisor code: Linux never
+        acknowledged the first virtio-net interrupt, and the pings died with it.
+        Re-asserting only a status that no InterruptACK has touched since the last look means
+        the driver's handler always finds work.
+        """
+        seen: dict[int, int] = {}  # attached index -> InterruptACK count when seen pending
+        while True:
+            await kr.sleep(INTERRUPT_REASSERT_SECONDS)
+            for number, attached in enumerate(self._devices):
+                status, acks = attached.slot.transport.pending_interrupt()
+                if not status:
+                    seen.pop(number, None)
+                elif seen.get(number) == acks:
+                    logger.debug("%s: interrupt unacknowledged for %s s; asserting line %d "
+                                 "again", attached.slot.transport.name,
+                                 INTERRUPT_REASSERT_SECONDS, attached.slot.irq)
+                    self.raise_irq(attached.slot.irq)
+                else:
+                    seen[number] = acks
 
     def _spawn_device(self, group: kr.TaskGroup,
                       attached: _Attached) -> list[_TapWire | _DiskWire]:

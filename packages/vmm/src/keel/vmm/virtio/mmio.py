@@ -91,6 +91,9 @@ class MmioTransport:
         device.on_needs_reset = self._needs_reset
         self.queues = [Virtqueue(memory, index, size)
                        for index, size in enumerate(device.queue_max_sizes)]
+        # InterruptACK writes so far: lets an event loop tell an interrupt the driver has
+        # not acknowledged for a while from a new one (see DeviceEventLoop).
+        self.interrupt_acks = 0
         self._clear()
 
     def _clear(self) -> None:
@@ -114,6 +117,11 @@ class MmioTransport:
         return None
 
     # -- interrupts -------------------------------------------------------------------------
+
+    def pending_interrupt(self) -> tuple[int, int]:
+        """(InterruptStatus, InterruptACK writes so far), read together under the lock."""
+        with self.device.lock:
+            return self.interrupt_status, self.interrupt_acks
 
     def _raise_interrupt(self, reason: int) -> None:
         with self.device.lock:
@@ -188,6 +196,7 @@ class MmioTransport:
             self._write_status(value)
         elif offset == lib.VIRTIO_MMIO_INTERRUPT_ACK:
             self.interrupt_status &= ~value
+            self.interrupt_acks += 1
         elif offset == lib.VIRTIO_MMIO_DEVICE_FEATURES_SEL:
             self.device_features_select = value
         elif offset == lib.VIRTIO_MMIO_DRIVER_FEATURES_SEL:
