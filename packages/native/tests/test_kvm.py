@@ -115,6 +115,17 @@ def test_irqchip_pit_lapic_and_irqfd() -> None:
             vcpu.set_lapic(lapic)
 
 
+def test_pit_reinjection_can_be_switched_off_and_on() -> None:
+    with Kvm() as kvm, kvm.create_vm() as vm:
+        with pytest.raises(OSError, match=r"KVM_REINJECT_CONTROL\(fd=\d+, pit_reinject=False\)"):
+            vm.set_pit_reinject(False)  # no PIT yet: KVM refuses
+        vm.set_tss_addr(0xFFFBD000)
+        vm.create_irqchip()
+        vm.create_pit2(lib.KVM_PIT_SPEAKER_DUMMY)
+        vm.set_pit_reinject(False)
+        vm.set_pit_reinject(True)
+
+
 def test_bad_arguments_are_refused_before_the_ioctl() -> None:
     with Kvm() as kvm, kvm.create_vm() as vm:
         with pytest.raises(ValueError, match="slot must be in"):

@@ -1,11 +1,10 @@
 """An interrupt the driver never acknowledges is asserted again; an acknowledged one is not.
 
-Why a test of its own: on a host whose KVM emulates supervisor code, Linux once never saw the
-first virtio-net interrupt (an irqfd edge), never acknowledged it, and the queue stalled for
-good. The device loop now asserts a line again while InterruptStatus stays set with no
-InterruptACK. Here the loop runs for real (keel.runtime thread, real eventfds); the only
-stand-in is the KVM registration, recorded instead of made, so the test can read the very
-eventfd KVM would have been handed and count the assertions on it.
+Why: an irqfd gives an edge, and KVM's I/O APIC drops an edge that meets a masked pin, while
+virtio-mmio's InterruptStatus stays set until acknowledged (level-like). With event indexes a
+lost edge would stall a queue for good. Here the loop runs for real (keel.runtime thread, real
+eventfds); the only stand-in is the KVM registration, recorded instead of made, so the test
+can read the very eventfd KVM would have been handed and count the assertions on it.
 """
 
 from __future__ import annotations

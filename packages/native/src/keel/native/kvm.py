@@ -195,6 +195,14 @@ class Vm(FdResource):
         config = ffi.new("struct kvm_pit_config *", {"flags": flags})
         _ioctl_ptr(self.fileno(), lib.KVM_CREATE_PIT2, config, "KVM_CREATE_PIT2", flags=flags)
 
+    def set_pit_reinject(self, enabled: bool) -> None:
+        """KVM_REINJECT_CONTROL: whether PIT ticks the guest has not taken yet pile up and are
+        delivered back to back later (KVM's default, for guests that count ticks), or are
+        merged into the one already pending."""
+        control = ffi.new("struct kvm_reinject_control *", {"pit_reinject": int(bool(enabled))})
+        _ioctl_ptr(self.fileno(), lib.KVM_REINJECT_CONTROL, control, "KVM_REINJECT_CONTROL",
+                   pit_reinject=enabled)
+
     def get_pit2(self) -> CData:
         state = ffi.new("struct kvm_pit_state2 *")
         _ioctl_ptr(self.fileno(), lib.KVM_GET_PIT2, state, "KVM_GET_PIT2")

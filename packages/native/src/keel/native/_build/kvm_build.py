@@ -51,6 +51,7 @@ IOCTLS = [
     "KVM_CREATE_PIT2",
     "KVM_GET_PIT2",
     "KVM_SET_PIT2",
+    "KVM_REINJECT_CONTROL",
     "KVM_IRQ_LINE",
     "KVM_IRQFD",
     "KVM_IOEVENTFD",
@@ -115,6 +116,7 @@ struct kvm_lapic_state { char regs[...]; };
 struct kvm_irqchip { __u32 chip_id; ...; };
 struct kvm_pit_config { __u32 flags; ...; };
 struct kvm_pit_state2 { __u32 flags; ...; };
+struct kvm_reinject_control { __u8 pit_reinject; ...; };
 struct kvm_irq_level { __u32 irq; __u32 level; };
 struct kvm_irqfd { __u32 fd; __u32 gsi; __u32 flags; __u32 resamplefd; ...; };
 struct kvm_ioeventfd { __u64 datamatch; __u64 addr; __u32 len; __s32 fd; __u32 flags; ...; };

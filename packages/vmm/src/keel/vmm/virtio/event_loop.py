@@ -188,13 +188,11 @@ class DeviceEventLoop:
 
         Why: a virtio-mmio interrupt is level-like. InterruptStatus stays set until the
         driver writes InterruptACK, and a level-triggered line would fire again after the
-        guest's EOI for as long as it is set. An irqfd gives one edge instead, and an edge
-        that does not reach the guest's handler is gone for good. With event indexes the
-        device then raises nothing more, because the driver never re-arms, and the queue
-        stalls. This was seen on a host whose KVM emulates supervisor code: Linux never
-        acknowledged the first virtio-net interrupt, and the pings died with it.
-        Re-asserting only a status that no InterruptACK has touched since the last look means
-        the driver's handler always finds work.
+        guest's EOI for as long as it is set. An irqfd gives one edge instead. An edge that
+        reaches KVM's I/O APIC while the guest has that pin masked is dropped. With event
+        indexes the device then raises nothing more, because the driver never re-arms, and
+        the queue stalls. Re-asserting only a status that no InterruptACK has touched since
+        the last look means the driver's handler always finds work.
         """
         seen: dict[int, int] = {}  # attached index -> InterruptACK count when seen pending
         while True:
