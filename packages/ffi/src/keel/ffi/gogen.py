@@ -285,7 +285,6 @@ class _Emitter:
             f"{RECOVER_PANIC}{decoded}{body}}}\n")
 
 
-
 def go_interface(interface: Interface) -> str:
     lines = []
     for method in interface.methods:
